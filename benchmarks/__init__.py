@@ -1,0 +1,1 @@
+"""Ratio benchmarks of threadkit against the standard library and its peers."""

@@ -1,0 +1,23 @@
+"""Typed thread orchestration: cancellation, thread groups, fan-out and supervised daemons."""
+
+from ._cancel import Cancelled as Cancelled
+from ._cancel import CancelToken as CancelToken
+from ._cancel import check_cancelled as check_cancelled
+from ._cancel import current_token as current_token
+from ._cancel import sleep as sleep
+from ._group import ThreadGroup as ThreadGroup
+from ._thread import ManagedThread as ManagedThread
+from ._thread import ThreadState as ThreadState
+from ._version import __version__ as __version__
+
+__all__ = [
+    "CancelToken",
+    "Cancelled",
+    "ManagedThread",
+    "ThreadGroup",
+    "ThreadState",
+    "__version__",
+    "check_cancelled",
+    "current_token",
+    "sleep",
+]

@@ -1,0 +1,303 @@
+"""Implements ManagedThread, a threading.Thread with a result, lifecycle hooks and cancellation."""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar, cast
+
+from ._cancel import Cancelled, CancelToken, _current
+
+__all__ = ["ManagedThread", "ThreadState"]
+
+T = TypeVar("T")
+
+
+class ThreadState(enum.Enum):
+    """The lifecycle state of a :class:`ManagedThread`; it only ever moves forward.
+
+    ``CREATED`` → ``RUNNING`` (at :meth:`~ManagedThread.start`) → one of
+    ``SUCCEEDED``, ``FAILED`` or ``CANCELLED`` once every hook has run.
+    """
+
+    __module__ = "threadkit"
+
+    CREATED = "created"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether this is one of the three final states."""
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({ThreadState.SUCCEEDED, ThreadState.FAILED, ThreadState.CANCELLED})
+
+
+class ManagedThread(threading.Thread, Generic[T]):
+    """A :class:`threading.Thread` whose result and error reach someone, and that can be cancelled.
+
+    It is a drop-in ``Thread``: same constructor (plus ``token`` and
+    ``context``), ``start``, ``join``, ``is_alive``, ``name``, ``daemon`` and
+    ``ident`` behave as the standard library documents, and ``start()`` a
+    second time raises ``RuntimeError`` whatever the state.
+
+    What it adds:
+
+    * :meth:`result` and :meth:`exception` wait for the thread and hand over
+      what ``run()`` returned or the exception that ended it.
+    * :meth:`cancel` cancels the thread's :class:`CancelToken`; the code that
+      runs sees it through :func:`threadkit.current_token`,
+      :func:`threadkit.check_cancelled` and :func:`threadkit.sleep`.
+    * The thread runs in a copy of the :mod:`contextvars` context of the caller
+      of :meth:`start` (or in ``context`` when given).
+    * An error that ends the thread is also handed to
+      :func:`threading.excepthook`, as for a plain ``Thread`` (a thread that
+      ends by :class:`Cancelled` is not an error and is not reported).
+
+    **Subclass contract.** Override :meth:`run` (it may return the result) and
+    any of the hooks, which are called in the new thread, in this order:
+    :meth:`on_start`, :meth:`run`, then exactly one of :meth:`on_success`,
+    :meth:`on_error` or :meth:`on_cancel`, then :meth:`on_finish` (always). A
+    hook that raises fails the thread with that exception. A thread cancelled
+    before ``run`` begins skips ``on_start`` and ``run`` but still gets
+    ``on_cancel`` and ``on_finish``. ``Thread`` keeps private attributes that a
+    subclass must not reuse, or ``join()`` breaks: ``_target``, ``_name``,
+    ``_args``, ``_kwargs``, ``_daemonic``, ``_ident``, ``_native_id``,
+    ``_tstate_lock``, ``_started``, ``_is_stopped``, ``_initialized``,
+    ``_stderr``, ``_invoke_excepthook``, ``_stop``, ``_handle``, ``_context``
+    and ``_started``; threadkit's own private attributes all start with ``_tk_``.
+
+    Example:
+        >>> t = ManagedThread(target=sum, args=([1, 2, 3],))
+        >>> t.start()
+        >>> t.result()
+        6
+        >>> t.state
+        <ThreadState.SUCCEEDED: 'succeeded'>
+    """
+
+    __module__ = "threadkit"
+
+    def __init__(
+        self,
+        group: None = None,
+        target: Callable[..., T] | None = None,
+        name: str | None = None,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        daemon: bool | None = None,
+        token: CancelToken | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        if target is not None and not callable(target):
+            msg = f"target must be callable or None, got {target!r}"
+            raise TypeError(msg)
+        if token is not None and not isinstance(token, CancelToken):
+            msg = f"token must be a CancelToken or None, got {token!r}"
+            raise TypeError(msg)
+        if context is not None and not isinstance(context, contextvars.Context):
+            msg = f"context must be a contextvars.Context or None, got {context!r}"
+            raise TypeError(msg)
+        super().__init__(group, None, name, daemon=daemon)
+        self._tk_target = target
+        self._tk_args = tuple(args)
+        self._tk_kwargs = dict(kwargs) if kwargs is not None else {}
+        self._tk_token = token if token is not None else CancelToken()
+        self._tk_context = context
+        self._tk_state = ThreadState.CREATED
+        self._tk_start_lock = threading.Lock()
+        self._tk_result: T | None = None
+        self._tk_exc: BaseException | None = None
+        # Set by an owner (ThreadGroup): called last in the thread; its errors go to the owner,
+        # so the thread does not report them to threading.excepthook.
+        self._tk_on_done: Callable[[ManagedThread[Any]], None] | None = None
+
+    # -- the standard Thread interface ------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread; see :meth:`threading.Thread.start`.
+
+        Raises:
+            RuntimeError: the thread was started before (whatever its state).
+        """
+        with self._tk_start_lock:
+            if self._tk_state is not ThreadState.CREATED:
+                msg = "threads can only be started once"
+                raise RuntimeError(msg)
+            self._tk_state = ThreadState.RUNNING
+        if self._tk_context is None:
+            self._tk_context = contextvars.copy_context()
+        # Thread._bootstrap_inner calls self.run(): an instance attribute puts the lifecycle
+        # around the user's run() without touching any private method of Thread.
+        self.__dict__["run"] = self._tk_main
+        try:
+            super().start()
+        except BaseException as exc:
+            self.__dict__.pop("run", None)
+            self._tk_exc = exc
+            self._tk_state = ThreadState.FAILED
+            raise
+
+    def run(self) -> T:  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
+        """The thread's work: calls ``target(*args, **kwargs)`` and returns its result.
+
+        Override it in a subclass to do the work there; what it returns becomes
+        :meth:`result`.
+        """
+        target = self._tk_target
+        try:
+            if target is None:
+                return cast(T, None)
+            return target(*self._tk_args, **self._tk_kwargs)
+        finally:
+            # Like Thread.run: drop the references so they do not outlive the work.
+            self._tk_target = None
+            self._tk_args = ()
+            self._tk_kwargs = {}
+
+    # -- threadkit's additions --------------------------------------------------------------
+
+    @property
+    def token(self) -> CancelToken:
+        """The thread's cancellation token (made fresh when none was given)."""
+        return self._tk_token
+
+    @property
+    def state(self) -> ThreadState:
+        """The lifecycle state; final only once every hook has run."""
+        return self._tk_state
+
+    def cancel(self, reason: str | None = None) -> None:
+        """Cancel the thread's token; idempotent, returns at once.
+
+        Cancellation is cooperative: the thread stops at its next
+        ``check_cancelled()``/``sleep()``, or when an ``on_cancel`` callback
+        unblocks it. A thread not yet running never runs ``on_start``/``run``.
+        """
+        self._tk_token.cancel(reason)
+
+    def result(self, timeout: float | None = None) -> T:
+        """Wait for the thread and return its result, or raise the exception that ended it.
+
+        The exception is re-raised as the same object, its traceback kept.
+
+        Raises:
+            TimeoutError: the thread is still running after ``timeout`` seconds.
+            RuntimeError: the thread was never started.
+        """
+        exc = self.exception(timeout)
+        if exc is not None:
+            raise exc
+        return cast(T, self._tk_result)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the thread and return the exception that ended it, or ``None``.
+
+        Raises:
+            TimeoutError: the thread is still running after ``timeout`` seconds.
+            RuntimeError: the thread was never started.
+        """
+        if self._tk_state is ThreadState.CREATED:
+            msg = "cannot wait for a thread before it is started"
+            raise RuntimeError(msg)
+        self.join(timeout)
+        if not self._tk_state.finished:
+            msg = f"thread {self.name!r} did not finish within {timeout!r} seconds"
+            raise TimeoutError(msg)
+        return self._tk_exc
+
+    # -- hooks for subclasses -----------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """Called in the new thread before :meth:`run`; a no-op by default."""
+
+    def on_success(self, result: T) -> None:
+        """Called after :meth:`run` returned ``result``; a no-op by default."""
+
+    def on_error(self, exc: BaseException) -> None:
+        """Called after :meth:`run` (or :meth:`on_start`) raised ``exc``; a no-op by default."""
+
+    def on_cancel(self, exc: Cancelled) -> None:
+        """Called when the thread ended by cancellation; a no-op by default."""
+
+    def on_finish(self) -> None:
+        """Called last, whatever the outcome; a no-op by default."""
+
+    # -- the lifecycle, run in the new thread ---------------------------------------------------
+
+    def _tk_main(self) -> None:
+        self.__dict__.pop("run", None)
+        context = cast(contextvars.Context, self._tk_context)
+        try:
+            result, exc = context.run(self._tk_lifecycle)
+        except BaseException as context_exc:
+            result, exc = None, context_exc
+        self._tk_result = result
+        self._tk_exc = exc
+        if exc is None:
+            self._tk_state = ThreadState.SUCCEEDED
+        elif isinstance(exc, Cancelled):
+            self._tk_state = ThreadState.CANCELLED
+        else:
+            self._tk_state = ThreadState.FAILED
+        on_done = self._tk_on_done
+        if on_done is not None:
+            self._tk_on_done = None
+            on_done(self)
+        elif exc is not None and not isinstance(exc, Cancelled):
+            self._tk_report(exc)
+
+    def _tk_lifecycle(self) -> tuple[T | None, BaseException | None]:
+        token = self._tk_token
+        reset = _current.set(token)
+        result: T | None = None
+        exc: BaseException | None = None
+        try:
+            if token.cancelled:
+                exc = Cancelled(token.reason)
+            else:
+                try:
+                    self.on_start()
+                    result = self.run()
+                except BaseException as run_exc:
+                    exc = run_exc
+            try:
+                if exc is None:
+                    self.on_success(cast(T, result))
+                elif isinstance(exc, Cancelled):
+                    self.on_cancel(exc)
+                else:
+                    self.on_error(exc)
+            except BaseException as hook_exc:
+                exc, result = _chain(hook_exc, exc), None
+            try:
+                self.on_finish()
+            except BaseException as hook_exc:
+                exc, result = _chain(hook_exc, exc), None
+        finally:
+            _current.reset(reset)
+        return result, exc
+
+    def _tk_report(self, exc: BaseException) -> None:
+        # What Thread._bootstrap_inner does for an exception escaping run().
+        args = threading.ExceptHookArgs((type(exc), exc, exc.__traceback__, self))
+        try:
+            threading.excepthook(args)
+        except BaseException as hook_exc:
+            hook_exc.__suppress_context__ = True
+            sys.excepthook(type(hook_exc), hook_exc, hook_exc.__traceback__)
+
+
+def _chain(new: BaseException, old: BaseException | None) -> BaseException:
+    """Make ``old`` the context of ``new`` (a hook's error replacing run's), as ``raise`` does."""
+    if old is not None and new is not old and new.__context__ is None:
+        new.__context__ = old
+    return new

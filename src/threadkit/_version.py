@@ -1,0 +1,3 @@
+"""Holds the package version."""
+
+__version__ = "0.1.0"
