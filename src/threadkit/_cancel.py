@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextvars
 import itertools
 import math
@@ -286,7 +287,7 @@ class _UnraisableArgs:
     exc_value: BaseException | None
     exc_traceback: TracebackType | None
     err_msg: str | None
-    object: object
+    object: builtins.object
 
     def __init__(self, exc: BaseException, err_msg: str, obj: object) -> None:
         self.exc_type = type(exc)
