@@ -289,7 +289,7 @@ class _UnraisableArgs:
     err_msg: str | None
     object: builtins.object
 
-    def __init__(self, exc: BaseException, err_msg: str, obj: object) -> None:
+    def __init__(self, exc: BaseException, err_msg: str, obj: builtins.object) -> None:
         self.exc_type = type(exc)
         self.exc_value = exc
         self.exc_traceback = exc.__traceback__
