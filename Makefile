@@ -25,8 +25,9 @@ demo: $(STAMP)  ## run the demo: download pages one by one, then with fan_out_an
 
 test: pytest typecheck lint docs  ## the whole suite: tests, type checks, lint, docs build
 
-pytest: $(STAMP)  ## the test suite only (PYTEST_ARGS=... to pass options)
+pytest: $(STAMP)  ## the test suite, then its concurrency tests again under race shaking
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m shake --shake -p no:cacheprovider $(PYTEST_ARGS)
 
 typecheck: $(STAMP)  ## mypy --strict and pyright --strict over src/ and tests/typing/
 	$(BIN)/python -m mypy
@@ -38,6 +39,7 @@ lint: $(STAMP)  ## ruff lint and format check
 
 docs: $(STAMP)  ## build the docs (warnings are errors) and run their examples
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+	$(BIN)/sphinx-build -q -W --keep-going -b doctest docs docs/_build/doctest
 
 bench: $(STAMP)  ## run the benchmarks and print ratio tables
 	$(BIN)/python -m benchmarks

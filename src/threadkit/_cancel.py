@@ -265,6 +265,10 @@ def sleep(seconds: float) -> None:
         raise Cancelled(token._reason)
 
 
+for _fn in (current_token, check_cancelled, sleep):
+    _fn.__module__ = "threadkit"
+
+
 def _check_seconds(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         msg = f"{name} must be a number of seconds, got {value!r}"

@@ -265,7 +265,14 @@ class ThreadGroup:
         if self._timer is not None:
             self._timer.cancel()
             self._timer.join()
-        stragglers = [t for t in self._threads if t.is_alive()]
+        stragglers = []
+        for thread in self._threads:
+            if thread.state.finished:
+                # Its lifecycle is over but its OS thread may still be unwinding: nothing of the
+                # group may outlive the block, so wait for that (it takes microseconds).
+                thread.join()
+            else:
+                stragglers.append(thread)
         if stragglers:
             names = ", ".join(repr(t.name) for t in stragglers)
             warnings.warn(
