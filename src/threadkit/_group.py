@@ -265,7 +265,7 @@ class ThreadGroup:
         if self._timer is not None:
             self._timer.cancel()
             self._timer.join()
-        stragglers = []
+        stragglers: list[ManagedThread[Any]] = []
         for thread in self._threads:
             if thread.state.finished:
                 # Its lifecycle is over but its OS thread may still be unwinding: nothing of the
