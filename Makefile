@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the demo: download pages one by one, then with fan_out_and_join
 	$(BIN)/python -m threadkit demo
 
-test: pytest typecheck lint docs  ## the whole suite: tests, type checks, lint, docs build
+test: pytest typecheck lint docs dist  ## the whole suite: tests, type checks, lint, docs, packaging
 
 pytest: $(STAMP)  ## the test suite, then its concurrency tests again under race shaking
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -47,10 +47,18 @@ bench: $(STAMP)  ## run the benchmarks and print ratio tables
 stress: $(STAMP)  ## long soak of the stateful and fault-injection suites
 	THREADKIT_STRESS=1 $(BIN)/python -m pytest -m slow -p no:cacheprovider --timeout=1800 $(PYTEST_ARGS)
 
-dist: $(STAMP)  ## build the wheel and sdist and check their metadata
-	rm -rf dist
-	$(BIN)/python -m build --outdir dist . >/dev/null
+dist: dist/.checked  ## build the wheel and sdist, check their metadata, run the wheel
+
+# Rebuilt only when a packaged file changes. The wheel is installed into a clean virtual
+# environment and run from outside the checkout, as a user would get it.
+dist/.checked: $(STAMP) $(shell git ls-files src pyproject.toml README.md LICENSE 2>/dev/null)
+	rm -rf dist .venv-wheel
+	$(BIN)/python -m build --no-isolation --outdir dist . >/dev/null
 	$(BIN)/twine check --strict dist/*
+	$(PYTHON) -m venv .venv-wheel
+	.venv-wheel/bin/python -m pip install --quiet --disable-pip-version-check "$$(ls dist/*.whl)[progress]"
+	cd /tmp && $(CURDIR)/.venv-wheel/bin/python -c "import threadkit; print('wheel imports threadkit', threadkit.__version__)"
+	touch $@
 
 clean:  ## remove virtual environments and build products
 	rm -rf .venv .venv-* dist docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis
