@@ -5,6 +5,9 @@ from ._cancel import CancelToken as CancelToken
 from ._cancel import check_cancelled as check_cancelled
 from ._cancel import current_token as current_token
 from ._cancel import sleep as sleep
+from ._fanout import FanOutError as FanOutError
+from ._fanout import fan_out as fan_out
+from ._fanout import fan_out_and_join as fan_out_and_join
 from ._group import ThreadGroup as ThreadGroup
 from ._thread import ManagedThread as ManagedThread
 from ._thread import ThreadState as ThreadState
@@ -13,11 +16,14 @@ from ._version import __version__ as __version__
 __all__ = [
     "CancelToken",
     "Cancelled",
+    "FanOutError",
     "ManagedThread",
     "ThreadGroup",
     "ThreadState",
     "__version__",
     "check_cancelled",
     "current_token",
+    "fan_out",
+    "fan_out_and_join",
     "sleep",
 ]
