@@ -58,6 +58,7 @@ dist/.checked: $(STAMP) $(shell git ls-files src pyproject.toml README.md LICENS
 	$(PYTHON) -m venv .venv-wheel
 	.venv-wheel/bin/python -m pip install --quiet --disable-pip-version-check "$$(ls dist/*.whl)[progress]"
 	cd /tmp && $(CURDIR)/.venv-wheel/bin/python -c "import threadkit; print('wheel imports threadkit', threadkit.__version__)"
+	cd /tmp && $(CURDIR)/.venv-wheel/bin/python -m threadkit demo --pages 5 --latency 0.02 --workers 5
 	touch $@
 
 clean:  ## remove virtual environments and build products

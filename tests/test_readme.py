@@ -30,4 +30,6 @@ def test_readme_examples_run(
         exec(compile(block, str(README), "exec"), namespace)
     out = capsys.readouterr().out
     assert [type(r.exc_value) for r in reports] == [ValueError]
+    assert "[1, 2, None, 4]" in out
+    assert "{2: ValueError(\"invalid literal for int() with base 10: 'x'\")}" in out
     assert "the thread failed: invalid literal for int() with base 10: 'not a number'" in out
