@@ -16,6 +16,13 @@ DESIGN_NAMES = {
     "ManagedThread",
     "ThreadState",
     "ThreadGroup",
+    "fan_out",
+    "fan_out_and_join",
+    "FanOutError",
+    "spawn_daemon",
+    "shutdown_daemons",
+    "PeriodicThread",
+    "Supervisor",
 }
 
 
