@@ -270,3 +270,35 @@ def test_token_tree_cancellation_reaches_exactly_the_subtree(
         assert token.cancelled == descends(i)
         if token.cancelled:
             assert token.reason == "cut"
+
+
+def test_failing_callback_with_default_hook_prints_and_cancel_completes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    token = CancelToken()
+    calls: list[int] = []
+    token.on_cancel(lambda: 1 / 0)
+    token.on_cancel(lambda: calls.append(1))
+    token.cancel()
+    assert calls == [1]
+    err = capsys.readouterr().err
+    assert err.startswith("Exception ignored in on_cancel callback <function")
+    assert "ZeroDivisionError: division by zero" in err
+
+
+def test_keyboard_interrupt_in_callback_is_reraised_after_all_callbacks() -> None:
+    parent = CancelToken()
+    token = parent.child()
+    calls: list[int] = []
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    token.on_cancel(interrupt)
+    token.on_cancel(lambda: calls.append(1))
+    with pytest.raises(KeyboardInterrupt):
+        token.cancel()
+    assert calls == [1]
+    assert token.cancelled
+    assert len(parent._callbacks) == 0  # it still detached from its parent

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextvars
+import signal
+import sys
 import threading
 from typing import Any
 
@@ -345,3 +347,75 @@ def test_run_attribute_restored_after_start() -> None:
     t.start()
     t.join()
     assert "run" not in vars(t)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_result_after_a_signal_interrupted_join_still_waits() -> None:
+    """python/cpython#90882: on 3.11/3.12 an interrupted join() marks a live thread stopped."""
+    release = threading.Event()
+    t: ManagedThread[bool] = ManagedThread(target=release.wait, name="busy")
+    t.start()
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Interrupt
+
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt_main_once_blocked_in_join() -> None:
+        # The bug needs the signal to land while join() waits: watch the main thread's frame.
+        pause = threading.Event()
+        while True:
+            frame = sys._current_frames().get(main)
+            code = frame.f_code if frame is not None else None
+            in_join = code is not None and code.co_filename == threading.__file__
+            if in_join and code.co_name in {"join", "_wait_for_tstate_lock"}:
+                break
+            pause.wait(0.001)
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    sender = threading.Thread(target=interrupt_main_once_blocked_in_join)
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(_Interrupt):
+            sender.start()
+            t.join()  # interrupted by the handler's exception
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        sender.join()
+    assert t.state is ThreadState.RUNNING
+    with pytest.raises(TimeoutError):
+        t.result(timeout=0.01)
+    # Another thread's result() must block until the thread really ends: with the bug it
+    # returned at once (raising TimeoutError for timeout=None).
+    outcome: list[object] = []
+    waited = threading.Event()
+
+    def waiter() -> None:
+        try:
+            outcome.append(t.result())
+        except BaseException as exc:  # recorded for the assertion
+            outcome.append(exc)
+        waited.set()
+
+    w = threading.Thread(target=waiter)
+    w.start()
+    assert not waited.wait(0.05)  # still blocked: the thread has not finished
+    release.set()
+    w.join()
+    assert outcome == [True]
+    assert not t.is_alive()
+
+
+def test_result_from_inside_the_thread_is_runtime_error() -> None:
+    def own_result() -> object:
+        return threading.current_thread().result()  # type: ignore[attr-defined]
+
+    t: ManagedThread[object] = ManagedThread(target=own_result)
+    t._tk_on_done = lambda _t: None
+    t.start()
+    with pytest.raises(RuntimeError, match=r"^cannot join current thread$"):
+        t.result()

@@ -8,6 +8,7 @@ import itertools
 import math
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from types import TracebackType
 from typing import final
@@ -106,8 +107,9 @@ class CancelToken:
 
         Idempotent and thread-safe: only the first call has an effect. The
         callbacks run in the calling thread, once each; an exception raised by
-        one is reported through :func:`sys.unraisablehook` and does not stop the
-        others.
+        one is reported through :func:`sys.unraisablehook` (printed on stderr by
+        default) and does not stop the others; a ``KeyboardInterrupt`` or
+        ``SystemExit`` raised in one is re-raised once all have run.
 
         Raises:
             TypeError: ``reason`` is not a string or ``None``.
@@ -125,17 +127,22 @@ class CancelToken:
             event = self._event
         if event is not None:
             event.set()
+        interrupt: BaseException | None = None
         for callback in callbacks:
             try:
                 callback()
+            except Exception as exc:
+                _report_unraisable(exc, f"Exception ignored in on_cancel callback {callback!r}")
             except BaseException as exc:
-                sys.unraisablehook(
-                    _UnraisableArgs(exc, f"Exception in on_cancel callback {callback!r}", self)
-                )
+                # Ctrl-C or SystemExit: it must reach the program, once every callback has run.
+                if interrupt is None:
+                    interrupt = exc
         detach = self._detach
         if detach is not None:
             self._detach = None
             detach()
+        if interrupt is not None:
+            raise interrupt
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`Cancelled` (with the token's reason) if the token is cancelled."""
@@ -280,6 +287,18 @@ def _check_seconds(name: str, value: float) -> None:
 
 def _noop() -> None:
     pass
+
+
+def _report_unraisable(exc: BaseException, err_msg: str) -> None:
+    """Report an error no caller can receive, as the interpreter does for ``__del__``."""
+    hook = sys.unraisablehook
+    if hook is sys.__unraisablehook__:
+        # The built-in hook accepts only the interpreter's own argument type, which Python
+        # code cannot create: print what it would.
+        print(f"{err_msg}:", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+        return
+    hook(_UnraisableArgs(exc, err_msg, None))
 
 
 class _UnraisableArgs:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
-from ._cancel import Cancelled, CancelToken, _current
+from ._cancel import Cancelled, CancelToken, _check_seconds, _current
 
 __all__ = ["ManagedThread", "ThreadState"]
 
@@ -71,8 +71,8 @@ class ManagedThread(threading.Thread, Generic[T]):
     subclass must not reuse, or ``join()`` breaks: ``_target``, ``_name``,
     ``_args``, ``_kwargs``, ``_daemonic``, ``_ident``, ``_native_id``,
     ``_tstate_lock``, ``_started``, ``_is_stopped``, ``_initialized``,
-    ``_stderr``, ``_invoke_excepthook``, ``_stop``, ``_handle``, ``_context``
-    and ``_started``; threadkit's own private attributes all start with ``_tk_``.
+    ``_stderr``, ``_invoke_excepthook``, ``_stop``, ``_handle`` and ``_context``;
+    threadkit's own private attributes all start with ``_tk_``.
 
     Example:
         >>> t = ManagedThread(target=sum, args=([1, 2, 3],))
@@ -116,6 +116,11 @@ class ManagedThread(threading.Thread, Generic[T]):
         self._tk_start_lock = threading.Lock()
         self._tk_result: T | None = None
         self._tk_exc: BaseException | None = None
+        # Held from start() until the lifecycle is over (every hook and report done). Waiting
+        # on it, not on join(), keeps result() right on 3.11/3.12, where a join() interrupted
+        # by a signal marks a running thread as stopped (python/cpython#90882). A lock is
+        # cheaper to make than an Event, and most threads are waited on once.
+        self._tk_done = threading.Lock()
         # Set by an owner (ThreadGroup): called last in the thread; its errors go to the owner,
         # so the thread does not report them to threading.excepthook.
         self._tk_on_done: Callable[[ManagedThread[Any]], None] | None = None
@@ -133,6 +138,7 @@ class ManagedThread(threading.Thread, Generic[T]):
                 msg = "threads can only be started once"
                 raise RuntimeError(msg)
             self._tk_state = ThreadState.RUNNING
+            self._tk_done.acquire()
         if self._tk_context is None:
             self._tk_context = contextvars.copy_context()
         # Thread._bootstrap_inner calls self.run(): an instance attribute puts the lifecycle
@@ -144,6 +150,7 @@ class ManagedThread(threading.Thread, Generic[T]):
             self.__dict__.pop("run", None)
             self._tk_exc = exc
             self._tk_state = ThreadState.FAILED
+            self._tk_done.release()
             raise
 
     def run(self) -> T:  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
@@ -208,10 +215,17 @@ class ManagedThread(threading.Thread, Generic[T]):
         if self._tk_state is ThreadState.CREATED:
             msg = "cannot wait for a thread before it is started"
             raise RuntimeError(msg)
-        self.join(timeout)
-        if not self._tk_state.finished:
+        if timeout is not None:
+            _check_seconds("timeout", timeout)
+        if threading.current_thread() is self:
+            msg = "cannot join current thread"
+            raise RuntimeError(msg)
+        done = self._tk_done
+        if not done.acquire(timeout=-1 if timeout is None else timeout):
             msg = f"thread {self.name!r} did not finish within {timeout!r} seconds"
             raise TimeoutError(msg)
+        done.release()
+        self.join()  # the OS thread is past the lifecycle: this takes microseconds
         return self._tk_exc
 
     # -- hooks for subclasses -----------------------------------------------------------------
@@ -248,12 +262,15 @@ class ManagedThread(threading.Thread, Generic[T]):
             self._tk_state = ThreadState.CANCELLED
         else:
             self._tk_state = ThreadState.FAILED
-        on_done = self._tk_on_done
-        if on_done is not None:
-            self._tk_on_done = None
-            on_done(self)
-        elif exc is not None and not isinstance(exc, Cancelled):
-            self._tk_report(exc)
+        try:
+            on_done = self._tk_on_done
+            if on_done is not None:
+                self._tk_on_done = None
+                on_done(self)
+            elif exc is not None and not isinstance(exc, Cancelled):
+                self._tk_report(exc)
+        finally:
+            self._tk_done.release()
 
     def _tk_lifecycle(self) -> tuple[T | None, BaseException | None]:
         token = self._tk_token
