@@ -371,3 +371,103 @@ def test_group_outcomes_for_any_mix_of_tasks(plan: list[str]) -> None:
         else:  # "ok", and "ignore" which never looks at its token
             assert t.state is ThreadState.SUCCEEDED
             assert t.result() == i
+
+
+def test_ctrl_c_keeps_earlier_task_failures_as_context() -> None:
+    main = threading.main_thread().ident
+    assert main is not None
+    never = threading.Event()
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        with ThreadGroup() as g:
+            failed = g.spawn(fail, "before the interrupt")
+            # Interrupt the body once the failure is recorded.
+            sender = threading.Thread(
+                target=lambda: (failed.exception(), signal.pthread_kill(main, signal.SIGINT))
+            )
+            sender.start()
+            never.wait()
+    sender.join()
+    context = info.value.__context__
+    assert isinstance(context, ExceptionGroup)
+    assert [str(e) for e in context.exceptions] == ["before the interrupt"]
+
+
+SECOND_CTRL_C_CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    import threadkit
+
+    def stubborn():
+        # Reports the cancellation, then ignores it.
+        threadkit.current_token().on_cancel(lambda: print("cancelled", flush=True))
+        threading.Event().wait()
+
+    try:
+        with threadkit.ThreadGroup(grace=60) as g:
+            g.spawn(stubborn)
+            print("ready", flush=True)
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(0)
+    """
+)
+
+
+def test_second_ctrl_c_after_one_in_the_body_stops_waiting_at_once() -> None:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SECOND_CTRL_C_CHILD], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline().strip() == "cancelled"  # now in the 60 s grace period
+    start = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    elapsed = time.monotonic() - start
+    assert out.strip() == "interrupted"
+    assert proc.returncode == 0
+    assert elapsed < 30  # far below the grace period: the second Ctrl-C did not wait it out
+
+
+SIGINT_DURING_SPAWN_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import threadkit
+
+    tasks = []
+
+    def task():
+        os.kill(os.getpid(), signal.SIGINT)  # lands while spawn() waits for this thread
+        threadkit.sleep(30)
+        print("never cancelled", flush=True)
+
+    try:
+        with threadkit.ThreadGroup() as g:
+            tasks.append(g)
+            g.spawn(task)
+    except KeyboardInterrupt:
+        (t,) = tasks[0]._threads
+        print("interrupted", t.state.name, t.is_alive(), flush=True)
+        sys.exit(0)
+    """
+)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_ctrl_c_landing_inside_spawn_still_cancels_and_joins_the_task(attempt: int) -> None:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGINT_DURING_SPAWN_CHILD],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "interrupted CANCELLED False"
+    assert proc.stderr == ""

@@ -162,9 +162,12 @@ class ThreadGroup:
             self._running += 1
         try:
             thread.start()
-        except BaseException:
+        except Exception:
+            # No thread was started ("can't start new thread"): undo the bookkeeping. A Ctrl-C
+            # that lands inside start() is not caught here: the thread is running by then, and
+            # stays the group's to cancel and join.
             with self._lock:
-                self._threads.pop()
+                self._threads.remove(thread)
                 self._running -= 1
             thread.token._release()
             raise
@@ -186,21 +189,29 @@ class ThreadGroup:
     ) -> None:
         token = self.token
         _current.reset(self._reset_token)
+        interrupt = exc if isinstance(exc, KeyboardInterrupt) else None
         if exc is not None:
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            self._cancel("interrupt" if interrupted else "body", _reason_for(exc))
+            self._cancel("interrupt" if interrupt else "body", _reason_for(exc))
         try:
-            self._wait()
-        except KeyboardInterrupt:
-            self._cancel("interrupt", _INTERRUPT_REASON)
             try:
-                self._wait()  # a second Ctrl-C gives up waiting at once
-            finally:
-                self._finish()
-            raise
-        self._finish()
-        if isinstance(exc, KeyboardInterrupt):
-            return
+                self._wait()
+            except KeyboardInterrupt as first:
+                if interrupt is not None:
+                    raise  # a second Ctrl-C: stop waiting at once
+                interrupt = first
+                self._cancel("interrupt", _INTERRUPT_REASON)
+                self._wait()  # bounded by the grace period; a second Ctrl-C ends it at once
+        finally:
+            self._finish()
+        if interrupt is not None:
+            failures = self._failures()
+            if failures and interrupt.__context__ is None:
+                # The interrupt wins, but the failures that came before it are not lost.
+                msg = f"{len(failures)} task(s) of thread group {self._name!r} failed"
+                interrupt.__context__ = BaseExceptionGroup(msg, failures)
+            if interrupt is exc:
+                return  # the body's KeyboardInterrupt propagates
+            raise interrupt
         failures = self._failures()
         if failures:
             if exc is not None and not self._is_own_cancellation(exc, token):
@@ -276,8 +287,8 @@ class ThreadGroup:
         if stragglers:
             names = ", ".join(repr(t.name) for t in stragglers)
             warnings.warn(
-                f"thread group {self._name!r} abandoned {len(stragglers)} task(s) that ignored "
-                f"cancellation for {self._grace} s: {names}",
+                f"thread group {self._name!r} abandoned {len(stragglers)} task(s) still running "
+                f"after cancellation (grace {self._grace} s): {names}",
                 ResourceWarning,
                 stacklevel=3,
             )

@@ -146,7 +146,9 @@ class ManagedThread(threading.Thread, Generic[T]):
         self.__dict__["run"] = self._tk_main
         try:
             super().start()
-        except BaseException as exc:
+        except Exception as exc:
+            # No thread was started ("can't start new thread"). A KeyboardInterrupt is not
+            # caught: it lands while start() waits for the new thread, which then runs as usual.
             self.__dict__.pop("run", None)
             self._tk_exc = exc
             self._tk_state = ThreadState.FAILED
