@@ -320,6 +320,10 @@ def _shutdown(timeout: float | None, reason: str) -> list[ManagedThread[Any]]:
         if thread is me:
             continue
         _wait(entry.done, began + (entry.grace if timeout is None else timeout))
+        if entry.done.is_set():
+            # Its lifecycle is over but its OS thread may still be unwinding: a daemon that
+            # shutdown_daemons() does not return must be gone (this takes microseconds).
+            thread.join()
     return [thread for thread, entry in daemons if not entry.done.is_set()]
 
 
