@@ -571,13 +571,6 @@ def test_bad_arguments_raise_before_any_thread_starts(
     assert _fan_threads() == []
 
 
-def test_executor_is_not_supported_yet() -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool, pytest.raises(NotImplementedError):
-        fan_out_and_join(square, [1], executor=pool)
-
-
 def test_public_names() -> None:
     for obj in (fan_out, fan_out_and_join, FanOutError):
         assert obj.__module__ == "threadkit"

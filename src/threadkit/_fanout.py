@@ -17,9 +17,12 @@ import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Executor
 from contextvars import Context
-from typing import Any, Generic, Protocol, Self, TypeVar, cast, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast, final
 
 from ._cancel import Cancelled, CancelToken, _check_seconds, _current, current_token
+
+if TYPE_CHECKING:
+    from ._executor import ExecutorCall
 
 __all__ = ["FanOutError", "fan_out", "fan_out_and_join"]
 
@@ -48,6 +51,8 @@ _BATCHES_PER_WORKER = 4
 _TIMEOUT_REASON = "fan-out timed out"
 _INTERRUPT_REASON = "interrupted (KeyboardInterrupt)"
 _CLOSED_REASON = "fan-out iterator closed"
+#: Why-stopped values after which running tasks get ``grace`` seconds, not unlimited time.
+_BOUNDED_STOPS = frozenset({"timeout", "cancelled", "interrupt", "closed"})
 
 _short_repr = reprlib.Repr()
 _short_repr.maxstring = 60
@@ -155,16 +160,51 @@ def fan_out_and_join(
     what makes the per-task cost small; a batch is cut short the moment its
     worker is cancelled or another worker runs out of work.
 
+    **On an executor.** With ``executor``, the tasks run on that
+    :class:`~concurrent.futures.Executor` (a
+    :class:`~concurrent.futures.ProcessPoolExecutor`, a Dask
+    ``Client.get_executor()``, ...) and threadkit starts no thread: the calling
+    thread submits ``fn(item)`` as one future per item while fewer than
+    ``max_workers`` are unfinished, and collects them as they finish. The order
+    of the results, ``fail_fast``, ``timeout``, :class:`FanOutError` (same
+    notes, ``results`` and ``failed``), Ctrl-C, ``on_progress`` and
+    ``progress`` behave as above, within what an executor allows:
+
+    * ``fn``, the items and the results must be picklable for a process or a
+      cluster (Dask pickles with cloudpickle, which also sends lambdas and
+      closures; the standard ``pickle`` of a process pool needs module-level
+      functions). An unpicklable task fails as its item's failure.
+    * Cancellation tokens and :mod:`contextvars` do not cross a process
+      boundary: there a task sees neither the caller's context nor the call's
+      token (:func:`~threadkit.check_cancelled` never raises). On a
+      :class:`~concurrent.futures.ThreadPoolExecutor`, which runs in this
+      process, each task runs in a copy of the caller's context with the
+      call's token, as on threadkit's own threads.
+    * When the call stops early (a failure, the timeout, Ctrl-C, a parent's
+      cancellation, leaving a ``fan_out`` loop, an error in ``items``), the
+      futures that have not started are cancelled. Those that have cannot be
+      interrupted: after a failure or an error the call waits for them;
+      otherwise it waits up to ``grace`` seconds, then abandons them with a
+      :class:`ResourceWarning` (they run to their end on the executor, their
+      results unused). Which futures have "started" is the executor's call: a
+      process pool starts up to one more than it has workers; every future of
+      a Dask executor can be cancelled (Dask drops the result of a task that
+      was already running).
+
     Args:
-        fn: called as ``fn(item)`` in a worker thread.
+        fn: called as ``fn(item)`` in a worker thread (or on ``executor``).
         items: any iterable, infinite included; read only by the calling thread.
-        max_workers: the most threads to run tasks on.
+        max_workers: the most threads to run tasks on. With ``executor``: the
+            most futures submitted and not yet finished (default: twice the
+            executor's workers when it tells them, as the standard pools and
+            Dask do, else 32); it bounds memory and how much work a stopped
+            call leaves queued, and should exceed the executor's workers to
+            keep them all busy.
         ordered: results in input order (``False``: in completion order).
         timeout: seconds for the whole call, or ``None`` for no deadline.
         fail_fast: stop at the first failure instead of running every item.
         executor: run the tasks on this :class:`~concurrent.futures.Executor`
-            instead of threadkit's own threads. Not supported yet: any executor
-            raises :class:`NotImplementedError` (before any thread starts).
+            instead of threadkit's own threads (see above). ``None``: threads.
         on_progress: called as ``on_progress(done, total)`` in the calling
             thread as results arrive (at least once per batch); ``done``
             counts finished tasks, failed ones included; ``total`` is
@@ -173,7 +213,8 @@ def fan_out_and_join(
             ``threadkit[progress]`` extra).
         name: the call's name, used in thread names, messages and the progress bar.
         grace: seconds to wait for tasks to observe a cancellation before
-            abandoning them (after a timeout, Ctrl-C or a parent's cancellation).
+            abandoning them (after a timeout, Ctrl-C, a parent's cancellation, or
+            leaving a ``fan_out`` loop).
 
     Returns:
         ``[fn(item) for item in items]``, computed in parallel.
@@ -185,10 +226,10 @@ def fan_out_and_join(
         BaseException: a task raised a ``BaseException`` that is not an
             ``Exception`` (``SystemExit``, ``KeyboardInterrupt``): re-raised
             as itself once the workers have stopped; likewise an exception
-            raised by ``items`` itself.
+            raised by ``items`` itself, or by ``executor.submit`` (a pool that
+            was shut down or is broken).
         TypeError, ValueError: an argument is invalid (before any thread starts).
         ImportError: ``progress=True`` and tqdm is not installed.
-        NotImplementedError: ``executor`` is given (a later release runs tasks on it).
 
     Example:
         >>> import threadkit
@@ -233,17 +274,20 @@ def fan_out(
     what the loop has consumed, so a slow loop holds the workers back instead
     of piling up results, and memory does not grow with the number of items.
 
-    Nothing starts until the first ``next()``. The arguments are checked at
-    the call, before any thread starts. The contextvars context and the parent
-    token are those of the caller of ``fan_out``.
+    Nothing starts (and nothing is submitted to ``executor``) until the first
+    ``next()``. The arguments are checked at the call, before any thread
+    starts. The contextvars context and the parent token are those of the
+    caller of ``fan_out``.
 
     Leaving the loop early (``break``, an exception in the loop body,
     :meth:`~generator.close`, or the iterator being garbage-collected)
     cancels the pending and running tasks and waits up to ``grace`` seconds for
-    them before ``close()`` returns. With ``fail_fast=False``, the failures
-    are raised as one :class:`FanOutError` after the last result is yielded
-    (its ``results`` is empty: they were yielded already). ``timeout`` is
-    enforced while the iterator waits for results and when it is resumed.
+    them before ``close()`` returns (with ``executor``: cancels the futures that
+    have not started, and waits up to ``grace`` seconds for the others). With
+    ``fail_fast=False``, the failures are raised as one :class:`FanOutError`
+    after the last result is yielded (its ``results`` is empty: they were
+    yielded already). ``timeout`` is enforced while the iterator waits for
+    results and when it is resumed.
 
     Returns:
         A generator of the results.
@@ -320,7 +364,7 @@ class _Call(Generic[T, R]):
             msg = f"items must be an iterable, got {items!r}"
             raise TypeError(msg) from None
         if max_workers is None:
-            max_workers = _default_workers()
+            pass  # the default depends on the path: see below, and ExecutorCall
         elif isinstance(max_workers, bool) or not isinstance(max_workers, int):
             msg = f"max_workers must be an int or None, got {max_workers!r}"
             raise TypeError(msg)
@@ -334,12 +378,9 @@ class _Call(Generic[T, R]):
         if timeout is not None:
             _check_seconds("timeout", timeout)
         _check_seconds("grace", grace)
-        if executor is not None:
-            if not isinstance(executor, Executor):
-                msg = f"executor must be a concurrent.futures.Executor or None, got {executor!r}"
-                raise TypeError(msg)
-            msg = "executor= is not supported yet"
-            raise NotImplementedError(msg)
+        if executor is not None and not isinstance(executor, Executor):
+            msg = f"executor must be a concurrent.futures.Executor or None, got {executor!r}"
+            raise TypeError(msg)
         if on_progress is not None and not callable(on_progress):
             msg = f"on_progress must be callable or None, got {on_progress!r}"
             raise TypeError(msg)
@@ -351,7 +392,10 @@ class _Call(Generic[T, R]):
         self._fn = fn
         self._items: Iterator[T] = iterator
         self._total = len(items) if isinstance(items, Sized) else None
-        self._max_workers = max_workers
+        self._executor = executor
+        # The executor path's bound on futures in flight; None: from the executor's size.
+        self._in_flight = max_workers
+        workers = self._max_workers = max_workers if max_workers is not None else _default_workers()
         self._ordered = ordered
         self._timeout = timeout
         self._fail_fast = fail_fast
@@ -383,7 +427,9 @@ class _Call(Generic[T, R]):
         self._threads: list[threading.Thread] = []
         self._slot_numbers = itertools.count()
         # What each worker is running: (start, batch, view it iterates, results so far).
-        self._running: list[tuple[int, list[T], list[T], list[Any]] | None] = [None] * max_workers
+        self._running: list[tuple[int, list[T], list[T], list[Any]] | None] = (
+            [None] * workers if executor is None else []
+        )
 
         # The caller's bookkeeping (only the calling thread touches these).
         self._read = 0  # items read from `items`
@@ -406,6 +452,8 @@ class _Call(Generic[T, R]):
     # -- front ends -----------------------------------------------------------------------
 
     def join(self) -> list[R]:
+        if self._executor is not None:
+            return self._on_executor(self._executor).join()
         chunks: dict[int, list[Any]] = {}
         arrival: list[list[Any]] = []
         error: BaseException | None = None
@@ -431,6 +479,16 @@ class _Call(Generic[T, R]):
         return list(itertools.chain.from_iterable(arrival))
 
     def stream(self) -> Generator[R, None, None]:
+        if self._executor is not None:
+            return self._on_executor(self._executor).stream()
+        return self._stream()
+
+    def _on_executor(self, executor: Executor) -> ExecutorCall[T, R]:
+        from ._executor import ExecutorCall  # noqa: PLC0415  # _executor imports this module
+
+        return ExecutorCall(self, executor)
+
+    def _stream(self) -> Generator[R, None, None]:
         error: BaseException | None = None
         # The loop wants each result as soon as it can have it: in order, the head of the
         # line; out of order, any.
@@ -571,7 +629,9 @@ class _Call(Generic[T, R]):
         if len(inbox) >= self._wake_at:
             return True
         head = self._head
-        return self._wants_head and any(message[0] == head for message in inbox)
+        # Over a copy (made in C, atomically): workers append to the inbox meanwhile, and a
+        # deque that changes size during iteration raises RuntimeError (found by --shake).
+        return self._wants_head and any(message[0] == head for message in inbox.copy())
 
     def _post(self, message: _Message) -> None:
         """Hand a message to the caller (in a worker), waking it if that is what it waits for."""
@@ -633,9 +693,7 @@ class _Call(Generic[T, R]):
                 self._cancel("aborted", f"fan-out aborted by {type(error).__name__}")
         elif self._stop is not None:
             self._cancel(self._stop, f"fan-out stopped ({self._stop})")
-        interrupt = self._shutdown(
-            bounded=self._stop in {"timeout", "cancelled", "interrupt", "closed"}
-        )
+        interrupt = self._shutdown(bounded=self._stop in _BOUNDED_STOPS)
         inbox = self._inbox
         late = [self._handle(inbox.popleft()) for _ in range(len(inbox))]
         stragglers = [
@@ -650,41 +708,19 @@ class _Call(Generic[T, R]):
             self._bar.close()
         if stragglers:
             self._warn_abandoned(stragglers)
-        return late, self._outcome(error, interrupt, token)
-
-    def _outcome(  # noqa: PLR0911  # one return per outcome, in order of precedence
-        self,
-        error: BaseException | None,
-        interrupt: BaseException | None,
-        token: CancelToken | None,
-    ) -> BaseException | None:
         if interrupt is not None:
-            return interrupt
-        group = self._group()
-        if error is not None:
-            if group is not None and isinstance(error, Exception) and error.__context__ is None:
-                error.__context__ = group  # the failures so far are not lost
-            return error
-        if self._fatal is not None:
-            return self._fatal
-        if self._stop == "timeout":
-            msg = f"fan-out {self._name!r} timed out after {self._timeout!r} seconds"
-            timeout_error = TimeoutError(msg)
-            timeout_error.__cause__ = group
-            return timeout_error
-        if group is not None:
-            return group
-        if self._stop == "cancelled" and token is not None:
-            return Cancelled(token.reason)
-        return None
-
-    def _group(self) -> FanOutError | None:
-        if not self._failures:
-            return None
-        failed = dict(sorted(self._failures.items()))
-        msg = f"{len(failed)} of {self._read} task(s) of fan-out {self._name!r} failed"
-        self._error = FanOutError(msg, list(failed.values()), (), failed)
-        return self._error
+            return late, interrupt
+        self._error = _group(self._failures, self._read, self._name)
+        outcome = _outcome(
+            error,
+            self._error,
+            self._fatal,
+            self._stop,
+            token,
+            name=self._name,
+            timeout=self._timeout,
+        )
+        return late, outcome
 
     def _shutdown(self, *, bounded: bool) -> BaseException | None:
         """Stop the workers and join them (within ``grace`` when bounded); return a Ctrl-C."""
@@ -851,6 +887,48 @@ class _Call(Generic[T, R]):
             if running is not None:
                 running[2].clear()
         self._wakeup.put(None)
+
+
+def _group(failures: dict[int, Exception], read: int, name: str) -> FanOutError | None:
+    """The FanOutError of a call's failures (``results`` empty: join fills it in), or None."""
+    if not failures:
+        return None
+    failed = dict(sorted(failures.items()))
+    msg = f"{len(failed)} of {read} task(s) of fan-out {name!r} failed"
+    return FanOutError(msg, list(failed.values()), (), failed)
+
+
+def _outcome(
+    error: BaseException | None,
+    group: FanOutError | None,
+    fatal: BaseException | None,
+    stop: str | None,
+    token: CancelToken | None,
+    *,
+    name: str,
+    timeout: float | None,
+) -> BaseException | None:
+    """What a finished call raises, in order of precedence (``None``: it returns normally).
+
+    Shared by the thread and executor paths; a Ctrl-C during shutdown comes first, and is
+    handled by the caller.
+    """
+    if error is not None:
+        if group is not None and isinstance(error, Exception) and error.__context__ is None:
+            error.__context__ = group  # the failures so far are not lost
+        return error
+    if fatal is not None:
+        return fatal
+    if stop == "timeout":
+        msg = f"fan-out {name!r} timed out after {timeout!r} seconds"
+        timeout_error = TimeoutError(msg)
+        timeout_error.__cause__ = group
+        return timeout_error
+    if group is not None:
+        return group
+    if stop == "cancelled" and token is not None:
+        return Cancelled(token.reason)
+    return None
 
 
 def _values(results: list[Any], failed: set[int] | None) -> Iterator[Any]:

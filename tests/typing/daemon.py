@@ -45,7 +45,7 @@ def supervision() -> None:
         backoff=0.1,
     )
     threadkit.Supervisor([], strategy="one_for_none")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
-    threadkit.ChildSpec(lambda: threadkit.ManagedThread(), restart="sometimes")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    threadkit.ChildSpec(threadkit.ManagedThread, restart="sometimes")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     assert_type(sup.result(), threadkit.SupervisorStatistics)
     assert_type(sup.statistics().children[0], threadkit.ChildStatistics)
     assert_type(sup.statistics().children[0].restarts, int)
