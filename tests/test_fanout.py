@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import gc
 import itertools
@@ -9,6 +10,7 @@ import pickle
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -181,15 +183,18 @@ def test_close_cancels_running_tasks_and_joins() -> None:
 
 def test_garbage_collection_closes_the_stream() -> None:
     cancelled = threading.Event()
+    waiting = threading.Event()
 
     def task(x: int) -> int:
         if x:
+            waiting.set()
             threadkit.current_token().wait(SAFETY)
             cancelled.set()
         return x
 
     it = fan_out(task, itertools.count(), max_workers=2)
     assert next(it) == 0
+    assert waiting.wait(SAFETY)  # a task is running: collecting the iterator must cancel it
     del it
     gc.collect()
     assert cancelled.is_set()
@@ -575,3 +580,31 @@ def test_public_names() -> None:
     for obj in (fan_out, fan_out_and_join, FanOutError):
         assert obj.__module__ == "threadkit"
         assert obj.__name__ in threadkit.__all__
+
+
+@pytest.mark.parametrize("on_pool", [False, True], ids=["threads", "thread-pool-executor"])
+def test_results_survive_a_timeout(on_pool: bool) -> None:
+    """The FanOutError riding on a TimeoutError still has one slot per item read."""
+    done = threading.Barrier(3)
+
+    def task(i: int) -> int:
+        if i == 0:
+            done.wait()
+            raise ValueError("zero")
+        if i == 1:
+            done.wait()
+            return 10
+        done.wait()
+        threadkit.sleep(SAFETY)  # until the deadline cancels it
+        return 20
+
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(3)) if on_pool else None
+        with pytest.raises(TimeoutError) as info:
+            fan_out_and_join(
+                task, range(3), max_workers=3, fail_fast=False, timeout=1.0, executor=pool
+            )
+    group = info.value.__cause__
+    assert isinstance(group, FanOutError)
+    assert list(group.failed) == [0]
+    assert group.results == [None, 10, None]

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import threadkit
 from threadkit import FanOutError, fan_out, fan_out_and_join
 
 pytestmark = pytest.mark.shake
@@ -40,11 +41,17 @@ class Recorder:
     """Runs the tasks of a case and records, in one sequence, when each started and failed."""
 
     case: Case
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Reentrant: the on_cancel callback runs at once when registered on a cancelled token.
+    lock: threading.RLock = field(default_factory=threading.RLock)
     events: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
+    watching: bool = False
 
     def task(self, i: int) -> int:
         with self.lock:
+            if not self.watching:
+                # Record the moment the call's token is cancelled, in the same sequence.
+                self.watching = True
+                threadkit.current_token().on_cancel(self._cancelled)
             self.events.append(("start", i))
         if self.case.delays[i]:
             time.sleep(self.case.delays[i])  # only to vary the interleavings
@@ -53,6 +60,10 @@ class Recorder:
                 self.events.append(("fail", i))
             raise ValueError(i)
         return i * 10
+
+    def _cancelled(self) -> None:
+        with self.lock:
+            self.events.append(("cancelled", -1))
 
     def started(self) -> list[int]:
         return [i for kind, i in self.events if kind == "start"]
@@ -156,9 +167,10 @@ def test_fail_fast_starts_nothing_after_a_failure_beyond_the_tasks_in_flight(
                 assert value is None or value == i * 10
             assert all(error.results[i] is None for i in error.failed)
             assert len(error.results) <= n
-        first_failure = next(k for k, e in enumerate(recorder.events) if e[0] == "fail")
-        late_starts = [e for e in recorder.events[first_failure:] if e[0] == "start"]
-        # Each other worker may have been about to start one task when the failure happened.
+        # The failure is observed when the failing worker cancels the call's token.
+        observed = next(k for k, e in enumerate(recorder.events) if e[0] == "cancelled")
+        late_starts = [e for e in recorder.events[observed:] if e[0] == "start"]
+        # Each other worker may have been about to start one task when that happened.
         assert len(late_starts) <= case.workers - 1
     else:
         assert not any(case.fails)

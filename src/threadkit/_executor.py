@@ -98,7 +98,8 @@ class ExecutorCall(Generic[T, R]):
         late, error = self._close(error, stacklevel=6)
         if error is not None:
             group = self._error
-            if group is not None and error is group:
+            # The group is raised, or rides on a TimeoutError or an error from `items`.
+            if group is not None:
                 for index, ok, value in late:
                     if ok:
                         _put(slots, index, value)

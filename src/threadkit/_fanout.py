@@ -48,6 +48,9 @@ _MAX_IN_FLIGHT = 1 << 16
 #: Batches queued or running, per worker.
 _BATCHES_PER_WORKER = 4
 
+#: How long shutdown waits for a worker whose start() was interrupted to be running.
+_STARTING_GRACE = 1.0
+
 _TIMEOUT_REASON = "fan-out timed out"
 _INTERRUPT_REASON = "interrupted (KeyboardInterrupt)"
 _CLOSED_REASON = "fan-out iterator closed"
@@ -469,7 +472,8 @@ class _Call(Generic[T, R]):
         late, error = self._close(error)
         if error is not None:
             group = self._error
-            if group is not None and error is group:
+            # The group is raised, or rides on a TimeoutError or an error from `items`.
+            if group is not None:
                 for start, results, _ in late:
                     chunks[start] = results
                 group.results = _in_order(chunks, self._read)
@@ -736,10 +740,7 @@ class _Call(Generic[T, R]):
                 while index < len(self._threads):
                     thread = self._threads[index]
                     if thread is not me:
-                        if deadline is None:
-                            thread.join()
-                        else:
-                            thread.join(max(0.0, deadline - time.monotonic()))
+                        _join(thread, None if deadline is None else deadline - time.monotonic())
                     index += 1
             except KeyboardInterrupt as exc:
                 if deadline is not None:
@@ -776,14 +777,16 @@ class _Call(Generic[T, R]):
         thread = threading.Thread(
             target=self._work, args=(slot,), name=f"{self._name}-{slot}", daemon=True
         )
+        # Listed before it starts: a Ctrl-C landing in start() (while it waits for the new
+        # thread) must not leave a running worker that shutdown never joins.
+        self._threads.append(thread)
         try:
             thread.start()
         except RuntimeError:
             # Out of threads: the workers that did start do the work.
+            self._threads.remove(thread)
             if not self._threads:
                 raise
-            return
-        self._threads.append(thread)
 
     def _work(self, slot: int) -> None:
         token = self._token
@@ -929,6 +932,18 @@ def _outcome(
     if stop == "cancelled" and token is not None:
         return Cancelled(token.reason)
     return None
+
+
+def _join(thread: threading.Thread, timeout: float | None) -> None:
+    """Join a worker, also one whose start() a Ctrl-C interrupted before it was marked started."""
+    if timeout is not None:
+        timeout = max(0.0, timeout)
+    # The event the new thread sets once it runs (Thread._started on 3.11-3.13, not in
+    # typeshed): join() refuses to wait before it is set. A start() interrupted before the
+    # thread was created never sets it.
+    started: threading.Event = vars(thread)["_started"]
+    if started.is_set() or started.wait(_STARTING_GRACE if timeout is None else timeout):
+        thread.join(timeout)
 
 
 def _values(results: list[Any], failed: set[int] | None) -> Iterator[Any]:
