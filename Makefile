@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 
-.PHONY: help demo test pytest typecheck lint docs bench stress shake dist clean
+.PHONY: help demo test pytest devmode typecheck lint docs bench stress dist clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,6 +28,9 @@ test: pytest typecheck lint docs dist  ## the whole suite: tests, type checks, l
 pytest: $(STAMP)  ## the test suite, then its concurrency tests again under race shaking
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -q -m shake --shake -p no:cacheprovider $(PYTEST_ARGS)
+
+devmode: $(STAMP)  ## the suite under python -X dev with every warning an error
+	PYTHONWARNINGS=error $(BIN)/python -X dev -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 typecheck: $(STAMP)  ## mypy --strict and pyright --strict over src/ and tests/typing/
 	$(BIN)/python -m mypy
