@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import warnings
@@ -317,15 +318,5 @@ def _reason_for(exc: BaseException) -> str:
     return f"thread group body raised {type(exc).__name__}"
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._n = 0
-
-    def __next__(self) -> int:
-        with self._lock:
-            self._n += 1
-            return self._n
-
-
-_group_numbers = _Counter()
+# next() on itertools.count is atomic in CPython: no lock needed.
+_group_numbers = itertools.count(1)

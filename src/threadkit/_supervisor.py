@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import logging
 import math
 import queue
@@ -595,15 +596,5 @@ def _check_children(children: object) -> list[ChildSpec]:
     return specs
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._n = 0
-
-    def __next__(self) -> int:
-        with self._lock:
-            self._n += 1
-            return self._n
-
-
-_numbers = _Counter()
+# next() on itertools.count is atomic in CPython: no lock needed.
+_numbers = itertools.count(1)
