@@ -168,7 +168,7 @@ class CancelToken:
             event = self._event
             if event is None:
                 event = self._event = threading.Event()
-        return event.wait(timeout)
+        return event.wait(_lock_timeout(timeout))
 
     def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
         """Run ``callback()`` once when the token is cancelled.
@@ -224,6 +224,13 @@ class _NeverCancelled(CancelToken):
             "use a ThreadGroup or a CancelToken of your own"
         )
         raise RuntimeError(msg)
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        if not callable(callback):
+            msg = f"callback must be callable, got {callback!r}"
+            raise TypeError(msg)
+        # Never cancelled: keeping the callback (e.g. a child's link) would only leak it.
+        return _noop
 
     def __repr__(self) -> str:
         return "<CancelToken never cancelled (no current task)>"
@@ -283,6 +290,17 @@ def _check_seconds(name: str, value: float) -> None:
     if math.isnan(value) or value < 0:
         msg = f"{name} must be >= 0, got {value!r}"
         raise ValueError(msg)
+
+
+def _lock_timeout(seconds: float | None) -> float | None:
+    """``seconds`` for a lock or condition wait: ``None`` (no deadline) past the platform's limit.
+
+    Waits longer than :data:`threading.TIMEOUT_MAX` (about 292 years here) cannot be
+    expressed to the OS; they are waits without a deadline, not errors.
+    """
+    if seconds is None or seconds > threading.TIMEOUT_MAX:
+        return None
+    return seconds
 
 
 def _noop() -> None:

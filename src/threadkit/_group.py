@@ -10,7 +10,14 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar, TypeVarTuple, final
 
-from ._cancel import Cancelled, CancelToken, _check_seconds, _current, current_token
+from ._cancel import (
+    Cancelled,
+    CancelToken,
+    _check_seconds,
+    _current,
+    _lock_timeout,
+    current_token,
+)
 from ._thread import ManagedThread, ThreadState
 
 __all__ = ["ThreadGroup"]
@@ -78,10 +85,13 @@ class ThreadGroup:
         _check_seconds("grace", grace)
         self._name = name if name is not None else f"ThreadGroup-{next(_group_numbers)}"
         self._timeout = timeout
+        # A timeout beyond what the platform can wait for is no deadline at all.
+        self._deadline_seconds = _lock_timeout(timeout)
         self._grace = grace
         self._lock = threading.Lock()
         self._all_done = threading.Condition(self._lock)
         self._threads: list[ManagedThread[Any]] = []
+        self._failed: set[ManagedThread[Any]] = set()  # decided as each task ends
         self._running = 0
         self._entered = False
         self._closed = False
@@ -117,8 +127,8 @@ class ThreadGroup:
             raise RuntimeError(msg)
         self._entered = True
         self._token = current_token().child()
-        if self._timeout is not None:
-            self._timer = threading.Timer(self._timeout, self._on_deadline)
+        if self._deadline_seconds is not None:
+            self._timer = threading.Timer(self._deadline_seconds, self._on_deadline)
             self._timer.name = f"{self._name}-deadline"
             self._timer.daemon = True
             self._timer.start()
@@ -180,6 +190,9 @@ class ThreadGroup:
         Leaving the block then raises nothing for tasks that ended by
         :class:`Cancelled` (the cancellation was asked for).
         """
+        if reason is not None and not isinstance(reason, str):
+            msg = f"reason must be a str or None, got {reason!r}"
+            raise TypeError(msg)
         self._cancel("cancel", reason)
 
     def __exit__(
@@ -187,7 +200,7 @@ class ThreadGroup:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> bool:
         token = self.token
         _current.reset(self._reset_token)
         interrupt = exc if isinstance(exc, KeyboardInterrupt) else None
@@ -211,7 +224,7 @@ class ThreadGroup:
                 msg = f"{len(failures)} task(s) of thread group {self._name!r} failed"
                 interrupt.__context__ = BaseExceptionGroup(msg, failures)
             if interrupt is exc:
-                return  # the body's KeyboardInterrupt propagates
+                return False  # the body's KeyboardInterrupt propagates
             raise interrupt
         failures = self._failures()
         if failures:
@@ -222,12 +235,14 @@ class ThreadGroup:
         if self._cancelled_by == "timeout" and (exc is None or isinstance(exc, Cancelled)):
             msg = f"thread group {self._name!r} timed out after {self._timeout!r} seconds"
             raise TimeoutError(msg) from exc
+        if isinstance(exc, Cancelled) and self._cancelled_by == "cancel":
+            return True  # the body saw the group's own cancel(): that was asked for
         if exc is not None:
-            return
+            return False
         if self._cancelled_by is None and token.cancelled:
             # Cancelled from outside: by a parent token.
             raise Cancelled(token.reason)
-        return
+        return False
 
     # -- internals ------------------------------------------------------------------------
 
@@ -249,14 +264,22 @@ class ThreadGroup:
         self._cancel("timeout", _TIMEOUT_REASON)
 
     def _task_done(self, thread: ManagedThread[Any]) -> None:
-        # Runs last in the task's thread, after all its hooks.
-        thread.token._release()
-        if _is_failure(thread):
-            self._cancel("failure", f"sibling task {thread.name!r} failed")
-        with self._all_done:
-            self._running -= 1
-            if self._running == 0:
-                self._all_done.notify_all()
+        # Runs last in the task's thread, after all its hooks. Whether it failed is decided
+        # now, from its token now: a later cancel() of the finished task must not change it.
+        failed = _is_failure(thread)
+        try:
+            thread.token._release()
+            if failed:
+                with self._lock:
+                    self._failed.add(thread)
+                self._cancel("failure", f"sibling task {thread.name!r} failed")
+        finally:
+            # Even when an on_cancel callback raised a BaseException out of the cancellation,
+            # the task is uncounted: leaving the block must not wait for it forever.
+            with self._all_done:
+                self._running -= 1
+                if self._running == 0:
+                    self._all_done.notify_all()
 
     def _wait(self) -> None:
         with self._all_done:
@@ -269,7 +292,7 @@ class ThreadGroup:
                 left = self._grace_deadline - time.monotonic()
                 if left <= 0:
                     return
-                self._all_done.wait(left)
+                self._all_done.wait(_lock_timeout(left))
 
     def _finish(self) -> None:
         with self._lock:
@@ -297,7 +320,8 @@ class ThreadGroup:
             self._token._release()
 
     def _failures(self) -> list[BaseException]:
-        return [t._tk_exc for t in self._threads if _is_failure(t) and t._tk_exc is not None]
+        failed = self._failed
+        return [t._tk_exc for t in self._threads if t in failed and t._tk_exc is not None]
 
     def _is_own_cancellation(self, exc: BaseException, token: CancelToken) -> bool:
         # The body saw the group's own cancellation (because a task failed): not a new error.

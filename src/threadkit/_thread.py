@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
-from ._cancel import Cancelled, CancelToken, _check_seconds, _current
+from ._cancel import Cancelled, CancelToken, _check_seconds, _current, _lock_timeout
 
 __all__ = ["ManagedThread", "ThreadState"]
 
@@ -106,9 +106,17 @@ class ManagedThread(threading.Thread, Generic[T]):
         if context is not None and not isinstance(context, contextvars.Context):
             msg = f"context must be a contextvars.Context or None, got {context!r}"
             raise TypeError(msg)
+        try:
+            args = tuple(args)
+        except TypeError:
+            msg = f"args must be an iterable of arguments, got {args!r}"
+            raise TypeError(msg) from None
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            msg = f"kwargs must be a mapping of keyword arguments or None, got {kwargs!r}"
+            raise TypeError(msg)
         super().__init__(group, None, name, daemon=daemon)
         self._tk_target = target
-        self._tk_args = tuple(args)
+        self._tk_args = args
         self._tk_kwargs = dict(kwargs) if kwargs is not None else {}
         self._tk_token = token if token is not None else CancelToken()
         self._tk_context = context
@@ -223,7 +231,8 @@ class ManagedThread(threading.Thread, Generic[T]):
             msg = "cannot join current thread"
             raise RuntimeError(msg)
         done = self._tk_done
-        if not done.acquire(timeout=-1 if timeout is None else timeout):
+        limit = _lock_timeout(timeout)
+        if not done.acquire(timeout=-1 if limit is None else limit):
             msg = f"thread {self.name!r} did not finish within {timeout!r} seconds"
             raise TimeoutError(msg)
         done.release()

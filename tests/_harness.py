@@ -1,0 +1,650 @@
+"""Reliability-test tools: soak counters, hook capture, thread accounting, interrupt injection."""
+
+from __future__ import annotations
+
+import dis
+import gc
+import inspect
+import json
+import linecache
+import os
+import signal
+import sys
+import threading
+import time
+import types
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import CodeType, FrameType, TracebackType
+from typing import Any
+
+#: ``THREADKIT_STRESS=1`` (``make stress``) runs the soak tests at full scale.
+STRESS = bool(os.environ.get("THREADKIT_STRESS"))
+
+#: A thread that has not ended this long after it should have is a hang, not a slow machine.
+JOIN_TIMEOUT = 30.0
+
+#: Where the soak tests leave their counters (one JSON object per pytest process).
+SOAK_REPORT = Path(os.environ.get("THREADKIT_SOAK_REPORT", "/tmp/threadkit-soak-core.json"))
+
+
+def scaled(default: int, stress: int) -> int:
+    """``stress`` under THREADKIT_STRESS=1, else ``default`` (the reduced run CI does)."""
+    return stress if STRESS else default
+
+
+# -- soak counters ------------------------------------------------------------------------------
+
+
+class SoakCounters:
+    """Thread-safe counters the soak tests add to and report in one line."""
+
+    #: Printed in this order; the last three must stay 0 (the soak tests assert it).
+    FIELDS = (
+        "examples",
+        "tasks_run",
+        "faults_injected",
+        "interrupts_delivered",
+        "callbacks_run",
+        "unraisable_reported",
+        "excepthook_reported",
+        "known_bug_hits",
+        "signals_resent",
+        "results_lost",
+        "threads_leaked",
+        "hangs",
+    )
+    MUST_BE_ZERO = ("results_lost", "threads_leaked", "hangs")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, **counts: int) -> None:
+        unknown = set(counts) - set(self.FIELDS)
+        if unknown:
+            msg = f"unknown soak counters: {sorted(unknown)}"
+            raise KeyError(msg)
+        with self._lock:
+            self._counts.update(counts)
+
+    def __getitem__(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {name: self._counts[name] for name in self.FIELDS}
+
+    def since(self, start: dict[str, int] | None) -> dict[str, int]:
+        """The counts added since ``start`` (a :meth:`snapshot`; ``None``: since the beginning)."""
+        now = self.snapshot()
+        return {name: now[name] - (start or {}).get(name, 0) for name in self.FIELDS}
+
+    def summary(self, seconds: float | None = None, start: dict[str, int] | None = None) -> str:
+        parts = [f"{name}={value}" for name, value in self.since(start).items()]
+        if seconds is not None:
+            parts.append(f"seconds={seconds:.1f}")
+        mode = "stress" if STRESS else "reduced"
+        return f"threadkit soak ({mode}): " + " ".join(parts)
+
+    def write(self, path: Path, seconds: float, start: dict[str, int] | None = None) -> None:
+        data: dict[str, object] = {
+            **self.since(start),
+            "seconds": round(seconds, 1),
+            "stress": STRESS,
+        }
+        path.write_text(json.dumps(data, sort_keys=True) + "\n")
+
+
+SOAK = SoakCounters()
+
+
+# -- hook capture -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unraisable:
+    """What one call of :func:`sys.unraisablehook` received."""
+
+    exc_value: BaseException | None
+    err_msg: str | None
+    obj: object
+
+
+class HookRecorder:
+    """Records every report to ``sys.unraisablehook`` and ``threading.excepthook`` while active.
+
+    Both hooks are process-wide and called from whichever thread reports, so the
+    lists are guarded by a lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.unraisable: list[Unraisable] = []
+        self.excepthook: list[threading.ExceptHookArgs] = []
+        self._saved: tuple[Any, Any] | None = None
+
+    def _on_unraisable(self, args: Any) -> None:
+        with self._lock:
+            self.unraisable.append(Unraisable(args.exc_value, args.err_msg, args.object))
+
+    def _on_thread_error(self, args: threading.ExceptHookArgs) -> None:
+        with self._lock:
+            self.excepthook.append(args)
+
+    def __enter__(self) -> HookRecorder:
+        self._saved = (sys.unraisablehook, threading.excepthook)
+        sys.unraisablehook = self._on_unraisable
+        threading.excepthook = self._on_thread_error
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._saved is not None
+        sys.unraisablehook, threading.excepthook = self._saved
+        SOAK.add(unraisable_reported=len(self.unraisable), excepthook_reported=len(self.excepthook))
+
+
+# -- thread accounting --------------------------------------------------------------------------
+
+
+class ThreadAccount:
+    """The threads started since it was made, and which of them are still alive."""
+
+    def __init__(self) -> None:
+        self.before = set(threading.enumerate())
+
+    def new(self) -> list[threading.Thread]:
+        # A Thread interrupted inside start() before its OS thread existed stays in
+        # threading's bookkeeping without ever running (ident None): not a live thread.
+        return [t for t in threading.enumerate() if t not in self.before and t.ident is not None]
+
+    def alive_after(self, seconds: float) -> list[threading.Thread]:
+        """Join every new thread within one shared deadline; return those still running."""
+        deadline = time.monotonic() + seconds
+        threads = self.new()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [t for t in threads if t.is_alive()]
+
+
+def join_all(threads: Iterable[threading.Thread], seconds: float = JOIN_TIMEOUT) -> list[str]:
+    """Join threads within a shared deadline; return the names of those that did not end."""
+    deadline = time.monotonic() + seconds
+    stuck = []
+    for thread in threads:
+        if thread.ident is None:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            stuck.append(thread.name)
+    if stuck:
+        SOAK.add(hangs=1)
+    return stuck
+
+
+class Watchdog:
+    """Runs ``on_hang`` (which must unblock the test) if the block outlives ``seconds``.
+
+    A watchdog that fires counts a hang; the test then asserts ``fired`` is false.
+    """
+
+    def __init__(
+        self, seconds: float, on_hang: Callable[[], object], *, count: bool = True
+    ) -> None:
+        self.seconds = seconds
+        self.on_hang = on_hang
+        self.count = count  # False when the caller classifies (and counts) hangs itself
+        self.fired = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="watchdog", daemon=True)
+
+    def _watch(self) -> None:
+        if not self._done.wait(self.seconds):
+            self.fired = True
+            if self.count:
+                SOAK.add(hangs=1)
+            self.on_hang()
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+# -- where the main thread is -------------------------------------------------------------------
+
+_MAIN = threading.main_thread()
+
+
+def main_frames() -> list[FrameType]:
+    """The main thread's frames, innermost first (empty if it is not found)."""
+    ident = _MAIN.ident
+    if ident is None:
+        return []
+    # CPython 3.11 builds the frame dict holding the runtime's thread-list lock; a garbage
+    # collection inside it may run weakref callbacks, switch threads, and deadlock a thread
+    # being started (which needs that lock while holding the GIL). Seen under --shake.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        frame = sys._current_frames().get(ident)
+    finally:
+        if collecting:
+            gc.enable()
+    frames = []
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    return frames
+
+
+def main_stack() -> list[CodeType]:
+    """The code objects on the main thread's stack, innermost first (empty if it is not found)."""
+    return [frame.f_code for frame in main_frames()]
+
+
+def blocked_in(function: Callable[..., object] | CodeType) -> Callable[[], bool]:
+    """A predicate: the main thread is waiting on a lock (Condition.wait) under ``function``."""
+    code = function if isinstance(function, CodeType) else _code_of(function)
+    wait_code = threading.Condition.wait.__code__
+
+    def holds() -> bool:
+        stack = main_stack()
+        return bool(stack) and stack[0] is wait_code and code in stack
+
+    return holds
+
+
+def running(function: Callable[..., object]) -> Callable[[], bool]:
+    """A predicate: ``function`` is the innermost frame of the main thread."""
+    code = _code_of(function)
+
+    def holds() -> bool:
+        stack = main_stack()
+        return bool(stack) and stack[0] is code
+
+    return holds
+
+
+def _code_of(function: Callable[..., object]) -> CodeType:
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    if not isinstance(code, CodeType):
+        msg = f"no code object for {function!r}"
+        raise TypeError(msg)
+    return code
+
+
+def _describe(frame: FrameType | None, files: frozenset[str]) -> tuple[str, ...]:
+    """The library frames of a stack, innermost first, as ``qualname:line``."""
+    out = []
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename in files:
+            out.append(f"{code.co_qualname}:{frame.f_lineno}")
+        frame = frame.f_back
+    return tuple(out)
+
+
+# -- real Ctrl-C from a helper thread -----------------------------------------------------------
+
+
+class Interrupt:
+    """Delivers one real SIGINT to the main thread once ``when()`` holds; catches what it raises.
+
+    The helper thread polls ``when`` (e.g. ``blocked_in(ThreadGroup._wait)``), waits
+    ``lag`` seconds more, and sends ``signal.pthread_kill(main, SIGINT)``. Leaving the
+    block settles the delivery: if the predicate never held the signal is not sent;
+    if it was sent, the block waits (still inside the protected region) until the
+    handler has run, so a KeyboardInterrupt can never land outside it and hit pytest.
+
+    Whatever the block raised is stored in ``error`` (and suppressed); ``landed`` is
+    the stack of library frames where the KeyboardInterrupt was raised.
+    """
+
+    #: Frames of these files are recorded in ``landed``.
+    FILES: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        when: Callable[[], bool],
+        *,
+        lag: float = 0.0,
+        give_up: float = 10.0,
+        files: frozenset[str] | None = None,
+    ) -> None:
+        if threading.current_thread() is not _MAIN:
+            msg = "signals are handled by the main thread only"
+            raise RuntimeError(msg)
+        self.when = when
+        self.lag = lag
+        self.give_up = give_up
+        self.files = files if files is not None else self.FILES
+        self.error: BaseException | None = None
+        self.sent = False
+        self.gave_up = False  # the helper stopped without sending
+        self.handled = False
+        self.landed: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._stop = threading.Event()
+        self._resend = threading.Event()  # set once the handler ran: stop re-sending
+        self._helper = threading.Thread(target=self._deliver, name="interrupter", daemon=True)
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.handled:
+            return  # a re-sent signal that arrived after all: one interrupt only
+        self.handled = True
+        self.landed = _describe(frame, self.files)
+        raise KeyboardInterrupt
+
+    def _deliver(self) -> None:
+        deadline = time.monotonic() + self.give_up
+        while not self.when():
+            if self._stop.wait(0.0002) or time.monotonic() > deadline:
+                self.gave_up = True
+                return
+        if self.lag:
+            time.sleep(self.lag)  # only moves the landing point; no assertion depends on it
+        with self._lock:
+            if self._abandoned:
+                self.gave_up = True
+                return
+            self.sent = True
+        ident = _MAIN.ident
+        assert ident is not None
+        signal.pthread_kill(ident, signal.SIGINT)
+        # CPython checks for pending signals before a blocking lock acquire, not in it: a signal
+        # that arrives just before the main thread blocks waits until the lock is released,
+        # which for a group waiting on tasks that wait for cancellation is never. A user would
+        # press Ctrl-C again; so does this helper (the handler acts on the first one only).
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while not self.handled and time.monotonic() < deadline:
+            if self._resend.wait(0.05):
+                return
+            if not self.handled:
+                SOAK.add(signals_resent=1)
+                signal.pthread_kill(ident, signal.SIGINT)
+
+    def __enter__(self) -> Interrupt:
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        self._helper.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self.error = exc
+        try:
+            self._settle()
+        except KeyboardInterrupt as late:
+            # It landed after the block but inside the protected region: the caller saw it.
+            if self.error is None:
+                self.error = late
+        self._resend.set()
+        self._helper.join()
+        if self.sent:
+            # A re-sent signal may still be on its way: let it reach this (now inert) handler,
+            # not pytest's. A syscall delivers it; a Python call runs the handler.
+            time.sleep(0.001)
+            _noop()
+        signal.signal(signal.SIGINT, self._previous)
+        if self.sent:
+            SOAK.add(interrupts_delivered=1)
+        return True
+
+    def _settle(self) -> None:
+        self._stop.set()
+        if self.handled:
+            self._resend.set()
+        with self._lock:
+            self._abandoned = True
+            sent = self.sent
+        if not sent:
+            return
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while not self.handled:
+            # Executing bytecode is what lets the main thread run the Python-level handler.
+            time.sleep(0.0001)
+            if time.monotonic() > deadline:
+                SOAK.add(hangs=1)
+                msg = "SIGINT was sent but its handler never ran"
+                raise AssertionError(msg)
+
+
+def _noop() -> None:
+    pass
+
+
+# -- line-exact injection -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """The ``hit``-th execution of one source line, in the main thread."""
+
+    filename: str
+    lineno: int
+    qualname: str
+    hit: int
+    #: The traced frames (``qualname:line``, innermost first) when it was recorded.
+    stack: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def source(self) -> str:
+        return linecache.getline(self.filename, self.lineno).strip()
+
+    def __str__(self) -> str:
+        return f"{self.qualname}:{self.lineno}#{self.hit} `{self.source}`"
+
+
+class LineInjector:
+    """Records the lines the main thread runs in some files, or raises just before one of them.
+
+    ``sys.settrace`` (this thread only) sees each line of the target code before it
+    runs; raising from the trace function raises in the traced frame at that line,
+    as if a signal handler had raised there, and turns tracing off. A real signal can
+    land at a line only where the interpreter checks for pending signals (after a
+    call, on a backward jump, in a blocking wait), so this over-approximates: a window
+    found this way is checked for reachability before it is called a bug.
+    """
+
+    def __init__(
+        self,
+        files: Iterable[str],
+        extra_codes: Iterable[CodeType] = (),
+        stack_files: Iterable[str] = (),
+    ) -> None:
+        self.files = frozenset(files)
+        self.extra_codes = frozenset(extra_codes)
+        #: Frames of these files make up ``Injection.stack`` (default: ``files``).
+        self.stack_files = frozenset(stack_files) or self.files
+
+    def _wanted(self, code: CodeType) -> bool:
+        return code.co_filename in self.files or code in self.extra_codes
+
+    def record(self, fn: Callable[[], object]) -> tuple[list[Point], BaseException | None]:
+        """Run ``fn`` traced; return every point it passed, in order, and what it raised."""
+        points: list[Point] = []
+        hits: Counter[tuple[str, int]] = Counter()
+
+        def local(frame: FrameType, event: str, arg: object) -> Any:
+            if event == "line" and not _leaving_with(frame):
+                key = (frame.f_code.co_filename, frame.f_lineno)
+                hits[key] += 1
+                stack = _describe(frame, self.stack_files)
+                points.append(Point(key[0], key[1], frame.f_code.co_qualname, hits[key], stack))
+            return local
+
+        try:
+            self._run(fn, local)
+        except BaseException as error:  # handed to the caller to judge
+            return points, error
+        return points, None
+
+    def inject(
+        self, point: Point, fn: Callable[[], object], exc: Callable[[], BaseException]
+    ) -> Injection:
+        """Run ``fn``, raising ``exc()`` just before ``point`` runs; report what happened."""
+        hits: Counter[tuple[str, int]] = Counter()
+        target = (point.filename, point.lineno)
+        result = Injection()
+
+        def local(frame: FrameType, event: str, arg: object) -> Any:
+            if event == "line" and not result.fired and not _leaving_with(frame):
+                key = (frame.f_code.co_filename, frame.f_lineno)
+                hits[key] += 1
+                if key == target and hits[key] == point.hit:
+                    result.fired = True
+                    result.stack = _describe(frame, self.stack_files)
+                    SOAK.add(faults_injected=1)
+                    raise exc()
+            return local
+
+        try:
+            self._run(fn, local)
+        except BaseException as error:  # handed to the caller to judge
+            result.error = error
+        return result
+
+    def _run(self, fn: Callable[[], object], local: Any) -> None:
+        def global_trace(frame: FrameType, event: str, arg: object) -> Any:
+            if event == "call" and self._wanted(frame.f_code):
+                return local
+            return None
+
+        previous = sys.gettrace()
+        sys.settrace(global_trace)
+        try:
+            fn()
+        finally:
+            sys.settrace(previous)
+
+
+_INSTRUCTIONS: dict[CodeType, dict[int, list[dis.Instruction]]] = {}
+
+
+def _leaving_with(frame: FrameType) -> bool:
+    """Whether this line event is a ``with`` block's normal exit (its ``__exit__`` call).
+
+    The interpreter reports that call as a new execution of the ``with`` line, but no
+    signal can be handled between the end of the block and that call: raising there
+    would skip ``__exit__`` (and leave a lock held), which no real interrupt can do.
+    """
+    code = frame.f_code
+    table = _INSTRUCTIONS.get(code)
+    if table is None:
+        instructions = list(dis.get_instructions(code))
+        table = {ins.offset: instructions[i : i + 4] for i, ins in enumerate(instructions)}
+        _INSTRUCTIONS[code] = table
+    upcoming = table.get(frame.f_lasti, [])
+    if upcoming and upcoming[0].opname == "SWAP":  # `return x` inside the block
+        upcoming = upcoming[1:]
+    upcoming = upcoming[:3]
+    return len(upcoming) == 3 and all(
+        ins.opname == "LOAD_CONST" and ins.argval is None for ins in upcoming
+    )
+
+
+@dataclass
+class Injection:
+    """What :meth:`LineInjector.inject` did: whether it raised, where, and what ``fn`` raised."""
+
+    fired: bool = False
+    stack: tuple[str, ...] = ()
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """A stretch of one function: the lines from the one containing ``first`` to the one
+    containing ``last`` (default: ``first``), or to the line before ``until``.
+
+    ``innermost``: the window holds only when the point is in that function itself, not
+    in something it calls.
+    """
+
+    qualname: str
+    first: str
+    last: str | None = None
+    until: str | None = None
+    innermost: bool = False
+
+    def lines(self, code: CodeType) -> range:
+        source, start = inspect.getsourcelines(code)
+        first = _find(source, self.first, 0)
+        if self.until is not None:
+            last = _find(source, self.until, first + 1) - 1
+        elif self.last is not None:
+            last = _find(source, self.last, first)
+        else:
+            last = first
+        return range(start + first, start + last + 1)
+
+    def holds(self, stack: tuple[str, ...], lines: range) -> bool:
+        for frame in stack[:1] if self.innermost else stack:
+            qualname, _, line = frame.rpartition(":")
+            if qualname == self.qualname and int(line) in lines:
+                return True
+        return False
+
+
+def _find(source: list[str], snippet: str, after: int) -> int:
+    for index in range(after, len(source)):
+        if snippet in source[index]:
+            return index
+    msg = f"snippet {snippet!r} not found: the code changed, update the known window"
+    raise LookupError(msg)
+
+
+def codes_in(*modules: types.ModuleType) -> dict[str, CodeType]:
+    """Every function code object defined in ``modules`` (nested ones too), by qualname."""
+    found: dict[str, CodeType] = {}
+    seen: set[tuple[int, str]] = set()
+
+    def visit(code: CodeType) -> None:
+        found.setdefault(code.co_qualname, code)
+        for const in code.co_consts:
+            if isinstance(const, CodeType):
+                visit(const)
+
+    def scan(values: Iterable[object], filename: str) -> None:
+        for value in values:
+            if (id(value), filename) in seen:
+                continue
+            seen.add((id(value), filename))
+            if isinstance(value, property):
+                scan([value.fget, value.fset, value.fdel], filename)
+            elif isinstance(value, (staticmethod, classmethod)):
+                scan([value.__func__], filename)
+            elif isinstance(value, type):
+                scan(vars(value).values(), filename)
+            else:
+                code = getattr(value, "__code__", None)
+                if isinstance(code, CodeType) and code.co_filename == filename:
+                    visit(code)
+
+    for module in modules:
+        filename = module.__file__
+        assert filename is not None
+        scan(list(vars(module).values()), filename)
+    return found
+
+
+def iter_unique(points: Iterable[Point], *, every_hit: bool) -> Iterator[Point]:
+    """The injection points to try: every hit, or the first hit of each line."""
+    seen: set[tuple[str, int]] = set()
+    for point in points:
+        key = (point.filename, point.lineno)
+        if every_hit or key not in seen:
+            seen.add(key)
+            yield point
