@@ -250,8 +250,9 @@ def test_ctrl_c_abandons_a_stubborn_task_after_the_grace_period() -> None:
 def test_second_ctrl_c_stops_waiting_at_once() -> None:
     # The example's main thread sleeps in the body of the group, so the first Ctrl-C always
     # arrives there.
-    out, err, code, seconds = interrupt("stubborn", "press Ctrl-C", "carrying on")
-    assert seconds < 0.5  # the group's grace period is not waited out
+    out, err, code, _ = interrupt("stubborn", "press Ctrl-C", "carrying on")
+    # That the grace period is not waited out is checked where it can be told apart from a
+    # loaded machine: tests/test_group.py uses a 60 s grace (this example's is 0.5 s).
     assert code == 130
     # The second Ctrl-C abandons at once every task still running: the stubborn one, and
     # perhaps the others that are still finishing their clean-up.
