@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dis
-import gc
 import inspect
 import json
 import linecache
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType, FrameType, TracebackType
 from typing import Any
+
+from threadkit import _cancel
 
 #: ``THREADKIT_STRESS=1`` (``make stress``) runs the soak tests at full scale.
 STRESS = bool(os.environ.get("THREADKIT_STRESS"))
@@ -220,54 +221,143 @@ class Watchdog:
 # -- where the main thread is -------------------------------------------------------------------
 
 _MAIN = threading.main_thread()
+_CONDITION_WAIT = threading.Condition.wait.__code__
 
 
-def main_frames() -> list[FrameType]:
-    """The main thread's frames, innermost first (empty if it is not found)."""
-    ident = _MAIN.ident
-    if ident is None:
-        return []
-    # CPython 3.11 builds the frame dict holding the runtime's thread-list lock; a garbage
-    # collection inside it may run weakref callbacks, switch threads, and deadlock a thread
-    # being started (which needs that lock while holding the GIL). Seen under --shake.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        frame = sys._current_frames().get(ident)
-    finally:
-        if collecting:
-            gc.enable()
-    frames = []
-    while frame is not None:
-        frames.append(frame)
-        frame = frame.f_back
-    return frames
+def _lines_of(code: CodeType, snippet: str) -> frozenset[int]:
+    source, start = inspect.getsourcelines(code)
+    return frozenset(start + i for i, line in enumerate(source) if snippet in line)
 
 
-def main_stack() -> list[CodeType]:
-    """The code objects on the main thread's stack, innermost first (empty if it is not found)."""
-    return [frame.f_code for frame in main_frames()]
+#: Where the main thread blocks on a lock, by function: the lines of its blocking
+#: ``acquire(...)`` calls. In Condition.wait, the ``waiter.acquire(...)`` after it released the
+#: lock (anywhere else in it a signal can hit CPython's release/re-acquire race); in
+#: ThreadGroup._wait, which waits on a lock of its own.
+_BLOCKING_LINES: dict[CodeType, frozenset[int]] = {
+    _CONDITION_WAIT: frozenset(
+        line
+        for line in _lines_of(_CONDITION_WAIT, "waiter.acquire(")
+        if line > min(_lines_of(_CONDITION_WAIT, "self._release_save()"))
+    ),
+}
+
+
+def add_blocking_lines(
+    function: Callable[..., object], snippet: str, *, after: str | None = None
+) -> None:
+    """Count the main thread as blocked (for :func:`blocked_in`) in ``function``'s calls to C
+    on the lines containing ``snippet`` (e.g. ``"waiter.acquire("``), only those after the
+    first line containing ``after`` when it is given."""
+    code = _code_of(function)
+    lines = _lines_of(code, snippet)
+    if after is not None:
+        start = min(_lines_of(code, after), default=None)
+        lines = frozenset(line for line in lines if start is not None and line > start)
+    if not lines:
+        msg = f"snippet {snippet!r} not found in {code.co_qualname}: update the harness"
+        raise LookupError(msg)
+    _BLOCKING_LINES[code] = _BLOCKING_LINES.get(code, frozenset()) | lines
+
+
+class MainWatch:
+    """Where the main thread is, published by the main thread itself.
+
+    Other threads must not read the main thread's frames: on CPython 3.11,
+    ``sys._current_frames()`` can deadlock a thread being started
+    (python/cpython#106883) and walking ``f_back`` of a running thread's frames
+    crashed the interpreter (a segfault, under ``--shake``). So, while a watch is
+    active (``with MAIN_WATCH:``, which :class:`Interrupt` does), a profile hook in
+    the main thread keeps count of the functions it is in, which one is innermost,
+    and, while it is blocked in ``Condition.wait``, its stack as ``(code, line)``
+    pairs; other threads only read those.
+    """
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._previous: Any = None
+        self.active: dict[CodeType, int] = {}
+        self._stack: list[CodeType] = []
+        self.innermost: CodeType | None = None
+        #: The stack (innermost first) while the main thread is blocked in Condition.wait.
+        self.blocked: tuple[tuple[CodeType, int], ...] | None = None
+
+    def __enter__(self) -> MainWatch:
+        if threading.current_thread() is not _MAIN:
+            msg = "only the main thread can be watched"
+            raise RuntimeError(msg)
+        self._depth += 1
+        # An exception raised in a profile function (a Ctrl-C handled in it) turns profiling
+        # off: install the hook again whenever a watch begins.
+        if self._depth == 1 or sys.getprofile() is not self._hook:
+            frame: FrameType | None = sys._getframe(1)
+            stack = []
+            while frame is not None:
+                stack.append(frame.f_code)
+                frame = frame.f_back
+            self._stack = stack[::-1]
+            self.active = dict(Counter(self._stack))
+            self.innermost = self._stack[-1] if self._stack else None
+            self.blocked = None
+            if self._depth == 1:
+                self._previous = sys.getprofile()
+            sys.setprofile(self._hook)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            sys.setprofile(self._previous)
+            self.blocked = None
+            self.innermost = None
+
+    def _hook(self, frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            code = frame.f_code
+            self._stack.append(code)
+            self.active[code] = self.active.get(code, 0) + 1
+            self.innermost = code
+        elif event == "return":
+            if self._stack:
+                code = self._stack.pop()
+                self.active[code] -= 1
+            self.innermost = self._stack[-1] if self._stack else None
+        elif event == "c_call":
+            if frame.f_lineno in _BLOCKING_LINES.get(frame.f_code, ()):
+                stack = []
+                walk: FrameType | None = frame
+                while walk is not None:  # this thread's own frames: safe
+                    stack.append((walk.f_code, walk.f_lineno))
+                    walk = walk.f_back
+                self.blocked = tuple(stack)
+        elif self.blocked is not None and frame.f_code in _BLOCKING_LINES:  # c_return/exception
+            self.blocked = None
+
+    def is_in(self, code: CodeType) -> bool:
+        return self.active.get(code, 0) > 0
+
+
+MAIN_WATCH = MainWatch()
 
 
 def blocked_in(function: Callable[..., object] | CodeType) -> Callable[[], bool]:
-    """A predicate: the main thread is waiting on a lock (Condition.wait) under ``function``."""
+    """A predicate: the main thread is blocked on a lock (in Condition.wait or at a line given
+    to :func:`add_blocking_lines`) under ``function`` (needs an active :data:`MAIN_WATCH`)."""
     code = function if isinstance(function, CodeType) else _code_of(function)
-    wait_code = threading.Condition.wait.__code__
 
     def holds() -> bool:
-        stack = main_stack()
-        return bool(stack) and stack[0] is wait_code and code in stack
+        blocked = MAIN_WATCH.blocked
+        return blocked is not None and any(c is code for c, _ in blocked)
 
     return holds
 
 
 def running(function: Callable[..., object]) -> Callable[[], bool]:
-    """A predicate: ``function`` is the innermost frame of the main thread."""
+    """A predicate: ``function`` is the main thread's innermost Python function (needs an
+    active :data:`MAIN_WATCH`)."""
     code = _code_of(function)
 
     def holds() -> bool:
-        stack = main_stack()
-        return bool(stack) and stack[0] is code
+        return MAIN_WATCH.innermost is code
 
     return holds
 
@@ -280,8 +370,14 @@ def _code_of(function: Callable[..., object]) -> CodeType:
     return code
 
 
+# ThreadGroup, CancelToken and ManagedThread wait on locks of their own, not in Condition.wait,
+# through _cancel._acquire (in slices, in the main thread).
+add_blocking_lines(_cancel._acquire, "lock.acquire(timeout=")
+
+
 def _describe(frame: FrameType | None, files: frozenset[str]) -> tuple[str, ...]:
-    """The library frames of a stack, innermost first, as ``qualname:line``."""
+    """The library frames of a stack, innermost first, as ``qualname:line`` (call it only on
+    the calling thread's own frames)."""
     out = []
     while frame is not None:
         code = frame.f_code
@@ -373,6 +469,7 @@ class Interrupt:
                 signal.pthread_kill(ident, signal.SIGINT)
 
     def __enter__(self) -> Interrupt:
+        MAIN_WATCH.__enter__()  # what blocked_in() and running() read
         self._previous = signal.signal(signal.SIGINT, self._handler)
         self._helper.start()
         return self
@@ -385,19 +482,24 @@ class Interrupt:
     ) -> bool:
         self.error = exc
         try:
-            self._settle()
-        except KeyboardInterrupt as late:
-            # It landed after the block but inside the protected region: the caller saw it.
-            if self.error is None:
-                self.error = late
-        self._resend.set()
-        self._helper.join()
-        if self.sent:
-            # A re-sent signal may still be on its way: let it reach this (now inert) handler,
-            # not pytest's. A syscall delivers it; a Python call runs the handler.
-            time.sleep(0.001)
-            _noop()
-        signal.signal(signal.SIGINT, self._previous)
+            try:
+                self._settle()
+            except KeyboardInterrupt as late:
+                # It landed after the block but inside the protected region: the caller saw it.
+                if self.error is None:
+                    self.error = late
+            self._resend.set()
+            self._helper.join()
+            if self.sent:
+                # A re-sent signal may still be on its way: let it reach this (now inert)
+                # handler, not pytest's. A syscall delivers it; a Python call runs the handler.
+                time.sleep(0.001)
+                _noop()
+        finally:
+            # Whatever happened, the next test starts with pytest's handler and no watch.
+            self._resend.set()
+            signal.signal(signal.SIGINT, self._previous)
+            MAIN_WATCH.__exit__()
         if self.sent:
             SOAK.add(interrupts_delivered=1)
         return True

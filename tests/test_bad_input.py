@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import linecache
 import math
 import sys
 import threading
@@ -26,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import threadkit
-from _harness import HookRecorder, ThreadAccount, blocked_in, join_all, main_frames
+from _harness import MAIN_WATCH, HookRecorder, ThreadAccount, blocked_in, join_all
 from threadkit import Cancelled, CancelToken, ManagedThread, ThreadGroup, ThreadState, _cancel
 
 LONG = 300.0  # a sleep that only a cancellation ends
@@ -415,7 +416,8 @@ def _huge_wait(value: float) -> None:
     stop = threading.Event()
     helper = _cancel_once_main_waits(token, stop)
     try:
-        assert token.wait(value) is True  # a wait with no deadline, ended by the cancel
+        with MAIN_WATCH:
+            assert token.wait(value) is True  # a wait with no deadline, ended by the cancel
     finally:
         stop.set()
         helper.join()
@@ -450,12 +452,15 @@ def _huge_group_timeout(value: float) -> None:
 def _huge_group_grace(value: float) -> None:
     release = threading.Event()
     stop = threading.Event()
-    blocked = blocked_in(ThreadGroup._wait)
 
     def in_grace_wait() -> bool:
         # Blocked in ThreadGroup._wait's bounded branch, the one that waits `left` seconds.
-        frames = [f for f in main_frames() if f.f_code is ThreadGroup._wait.__code__]
-        return blocked() and bool(frames) and "left" in frames[0].f_locals
+        blocked = MAIN_WATCH.blocked or ()
+        return any(
+            code is ThreadGroup._wait.__code__
+            and "left" in linecache.getline(code.co_filename, line)
+            for code, line in blocked
+        )
 
     def lingering() -> None:
         threadkit.current_token().wait()  # cancelled by the deadline...
@@ -472,8 +477,9 @@ def _huge_group_grace(value: float) -> None:
     helper = threading.Thread(target=release_once_waiting_out_the_grace_period)
     helper.start()
     try:
-        with pytest.raises(TimeoutError), ThreadGroup(timeout=0.01, grace=value) as g:
-            g.spawn(lingering)
+        with MAIN_WATCH, pytest.raises(TimeoutError):
+            with ThreadGroup(timeout=0.01, grace=value) as g:
+                g.spawn(lingering)
     finally:
         stop.set()
         release.set()

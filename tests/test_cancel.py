@@ -302,3 +302,41 @@ def test_keyboard_interrupt_in_callback_is_reraised_after_all_callbacks() -> Non
     assert calls == [1]
     assert token.cancelled
     assert len(parent._callbacks) == 0  # it still detached from its parent
+
+
+def test_timed_out_waits_leave_nothing_behind_and_all_waiters_wake() -> None:
+    token = CancelToken()
+    for _ in range(3):
+        assert token.wait(0) is False
+        assert token.wait(0.001) is False
+    assert token._waiters == []
+    woke: list[bool] = []
+    barrier = threading.Barrier(4)
+
+    def waiter() -> None:
+        barrier.wait()
+        woke.append(token.wait())
+
+    threads = [threading.Thread(target=waiter) for _ in range(3)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    token.cancel()
+    for t in threads:
+        t.join()
+    assert woke == [True, True, True]
+    assert token.wait() is True
+
+
+def test_a_deep_chain_of_children_is_cancelled_without_recursion() -> None:
+    chain = [CancelToken()]
+    for _ in range(5_000):
+        chain.append(chain[-1].child())
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(chain[-1].wait()))
+    waiter.start()
+    chain[0].cancel("deep")
+    waiter.join()
+    assert woke == [True]
+    assert all(t.reason == "deep" for t in chain)
+    assert all(not t._callbacks for t in chain)

@@ -12,6 +12,7 @@ of that example checks every such block against what the example printed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -74,15 +75,34 @@ def run_example(name: str, capsys: pytest.CaptureFixture[str]) -> tuple[str, str
     return captured.out, captured.err
 
 
-def start_example(name: str, *args: str) -> subprocess.Popen[str]:
-    """Start examples/NAME in a child Python that shows ResourceWarnings, as `-X dev` would."""
-    return subprocess.Popen(
+@contextlib.contextmanager
+def start_example(name: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """Run examples/NAME in a child Python that shows ResourceWarnings, as `-X dev` would.
+
+    The child never outlives the block: if it is still running when the block ends (the
+    test failed, or the child hangs), it gets SIGABRT, and faulthandler's dump of its
+    threads' stacks becomes the error, so that a hang is reported and can be diagnosed.
+    """
+    child = subprocess.Popen(
         [sys.executable, "-W", "default::ResourceWarning", str(EXAMPLES / name), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": SRC},
+        env={**os.environ, "PYTHONPATH": SRC, "PYTHONFAULTHANDLER": "1"},
     )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            if sys.platform != "win32":
+                child.send_signal(signal.SIGABRT)
+            try:
+                out, err = child.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                out, err = child.communicate()
+            msg = f"examples/{name} {' '.join(args)} was still running; it printed:\n{out}{err}"
+            raise AssertionError(msg)
 
 
 def check_docs(name: str, output: str, *args: str, stream: str = "output") -> None:
@@ -144,7 +164,7 @@ def test_tutorial_downloads(
 
 def test_tutorial_daemon_is_killed_without_its_finally() -> None:
     with start_example("tutorial_daemon.py") as child:
-        out, err = child.communicate(timeout=60)
+        out, err = child.communicate(timeout=30)
     assert (child.returncode, err) == (0, "")
     check_docs("tutorial_daemon.py", out)
     assert out == "main thread done\n"
@@ -199,7 +219,7 @@ def interrupt(mode: str, *cues: str) -> Interrupted:
                 seen += line
             child.send_signal(signal.SIGINT)
             first = first or time.monotonic()
-        out, err = child.communicate(timeout=60)
+        out, err = child.communicate(timeout=30)
     assert first is not None
     return Interrupted(seen + out, err, child.returncode, time.monotonic() - first)
 

@@ -419,3 +419,45 @@ def test_result_from_inside_the_thread_is_runtime_error() -> None:
     t.start()
     with pytest.raises(RuntimeError, match=r"^cannot join current thread$"):
         t.result()
+
+
+# -- Ctrl-C inside start() ---------------------------------------------------------------------
+
+
+def _start_interrupted_at(snippet: str) -> tuple[ManagedThread[int], BaseException | None]:
+    """Start a thread with a KeyboardInterrupt raised just before the line of
+    ``threading.Thread.start`` containing ``snippet`` (as a Ctrl-C landing there would)."""
+    from _harness import LineInjector, Window
+
+    start = threading.Thread.start.__code__
+    line = Window("Thread.start", snippet).lines(start).start
+    injector = LineInjector((), extra_codes=[start])
+    thread: ManagedThread[int] = ManagedThread(target=int, args=("7",), name="interrupted-start")
+    hit = next(
+        p
+        for p in injector.record(ManagedThread(target=int, args=("1",)).start)[0]
+        if p.lineno == line
+    )
+    injection = injector.inject(hit, thread.start, KeyboardInterrupt)
+    assert injection.fired
+    return thread, injection.error
+
+
+@pytest.mark.parametrize("snippet", ["_limbo[self] = self", "_start_"])
+def test_a_start_interrupted_before_the_os_thread_exists_ends_the_thread(snippet: str) -> None:
+    thread, error = _start_interrupted_at(snippet)
+    assert isinstance(error, KeyboardInterrupt)
+    # Never running, it ended at once: nothing waits for it forever, threading forgets it.
+    assert thread.state is ThreadState.FAILED
+    assert thread.exception(timeout=0) is error
+    assert thread not in threading.enumerate()
+    assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match=r"^threads can only be started once$"):
+        thread.start()
+
+
+def test_a_start_interrupted_once_the_os_thread_exists_runs_the_thread() -> None:
+    thread, error = _start_interrupted_at("self._started.wait()")
+    assert isinstance(error, KeyboardInterrupt)
+    assert thread.result(timeout=30) == 7
+    assert thread.state is ThreadState.SUCCEEDED

@@ -6,12 +6,14 @@ import builtins
 import contextvars
 import itertools
 import math
+import queue
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from types import TracebackType
-from typing import final
+from typing import Final, TypeVar, cast, final
 
 __all__ = ["CancelToken", "Cancelled", "check_cancelled", "current_token", "sleep"]
 
@@ -62,7 +64,16 @@ class CancelToken:
     """
 
     __module__ = "threadkit"
-    __slots__ = ("__weakref__", "_callbacks", "_cancelled", "_detach", "_event", "_lock", "_reason")
+    __slots__ = (
+        "__weakref__",
+        "_callbacks",
+        "_cancelled",
+        "_key",
+        "_lock",
+        "_parent",
+        "_reason",
+        "_waiters",
+    )
 
     def __init__(self, parent: CancelToken | None = None) -> None:
         if parent is not None and not isinstance(parent, CancelToken):
@@ -71,19 +82,20 @@ class CancelToken:
         self._lock = threading.Lock()
         self._cancelled = False
         self._reason: str | None = None
-        # Created on first wait(): most tokens are polled, never waited on.
-        self._event: threading.Event | None = None
-        self._callbacks: dict[int, Callable[[], object]] = {}
-        self._detach: Callable[[], None] | None = None
+        # One lock per blocked wait(), held by its waiter and released to wake it. Created on
+        # first wait(): most tokens are polled, never waited on. Not an Event: Event.wait goes
+        # through Condition.wait, which a Ctrl-C can break (it releases the condition's lock
+        # one statement before the `try` that re-acquires it).
+        self._waiters: list[threading.Lock] | None = None
+        # Pending on_cancel callbacks and live children, in registration order. Children are
+        # kept here as tokens, not as callbacks: cancel() walks the tree with a stack of its own,
+        # so a chain of tokens of any depth is cancelled without recursion.
+        self._callbacks: dict[int, _Entry] = {}
+        # The parent this token is registered with (under `_key`), until it detaches.
+        self._parent: CancelToken | None = None
+        self._key = 0
         if parent is not None:
-
-            def cancel_from_parent() -> None:
-                # Runs in the thread that cancelled the parent, which already dropped us.
-                self._detach = None
-                self.cancel(parent._reason)
-
-            # on_cancel runs the callback at once if the parent is cancelled already.
-            self._detach = parent.on_cancel(cancel_from_parent)
+            parent._adopt(self)
 
     def __repr__(self) -> str:
         if self._cancelled:
@@ -109,7 +121,9 @@ class CancelToken:
         callbacks run in the calling thread, once each; an exception raised by
         one is reported through :func:`sys.unraisablehook` (printed on stderr by
         default) and does not stop the others; a ``KeyboardInterrupt`` or
-        ``SystemExit`` raised in one is re-raised once all have run.
+        ``SystemExit`` raised in one is re-raised once all have run. So is a
+        Ctrl-C that lands inside ``cancel()`` once the token is cancelled: every
+        callback and child is still dealt with first.
 
         Raises:
             TypeError: ``reason`` is not a string or ``None``.
@@ -117,32 +131,29 @@ class CancelToken:
         if reason is not None and not isinstance(reason, str):
             msg = f"reason must be a str or None, got {reason!r}"
             raise TypeError(msg)
-        with self._lock:
-            if self._cancelled:
-                return
-            self._reason = reason
-            self._cancelled = True
-            callbacks = list(self._callbacks.values())
-            self._callbacks.clear()
-            event = self._event
-        if event is not None:
-            event.set()
-        interrupt: BaseException | None = None
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception as exc:
-                _report_unraisable(exc, f"Exception ignored in on_cancel callback {callback!r}")
-            except BaseException as exc:
-                # Ctrl-C or SystemExit: it must reach the program, once every callback has run.
-                if interrupt is None:
-                    interrupt = exc
-        detach = self._detach
-        if detach is not None:
-            self._detach = None
-            detach()
-        if interrupt is not None:
-            raise interrupt
+        owner = False
+        # The tokens whose cancellation is under way, innermost last (see _cancel_subtree).
+        stack: list[CancelToken] = [self]
+        try:
+            with self._lock:
+                if self._cancelled:
+                    return
+                self._reason = reason
+                if len(self._callbacks) > 1:
+                    _callbacks_in_order(self)
+                # One statement: no interrupt can separate the flip from knowing it is ours.
+                self._cancelled = owner = True
+                idle = not self._callbacks and not self._waiters
+            if idle:
+                self._release()  # nothing to run, nobody to wake: only detach
+            else:
+                _cancel_subtree(stack)
+        except BaseException:
+            if owner:
+                # Interrupted where _cancel_subtree could not catch it (or re-raising what a
+                # callback raised): finish what is left, then let the interrupt through.
+                _cancel_subtree(stack)
+            raise
 
     def raise_if_cancelled(self) -> None:
         """Raise :class:`Cancelled` (with the token's reason) if the token is cancelled."""
@@ -162,13 +173,21 @@ class CancelToken:
             _check_seconds("timeout", timeout)
         if self._cancelled:
             return True
+        waiter = threading.Lock()
+        waiter.acquire()
         with self._lock:
             if self._cancelled:
                 return True
-            event = self._event
-            if event is None:
-                event = self._event = threading.Event()
-        return event.wait(_lock_timeout(timeout))
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+        try:
+            _acquire(waiter, timeout)
+        finally:
+            with self._lock:
+                if not self._cancelled:  # timed out (or interrupted): no longer waiting
+                    self._waiters.remove(waiter)
+        return self._cancelled
 
     def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
         """Run ``callback()`` once when the token is cancelled.
@@ -204,12 +223,107 @@ class CancelToken:
         """Return a new token that is cancelled whenever this one is."""
         return CancelToken(self)
 
+    def _adopt(self, child: CancelToken) -> None:
+        """Make ``child`` follow this token (cancelled at once, if this one already is)."""
+        with self._lock:
+            if not self._cancelled:
+                key = next(_keys)
+                # Linked before registered: a child that knows its parent can always detach.
+                child._parent, child._key = self, key
+                self._callbacks[key] = child
+                return
+        child.cancel(self._reason)
+
     def _release(self) -> None:
-        """Detach from the parent so a long-lived parent does not keep this token alive."""
-        detach = self._detach
-        if detach is not None:
-            self._detach = None
-            detach()
+        """Detach from the parent so a long-lived parent does not keep this token alive.
+
+        Idempotent, and safe to repeat after an interrupt.
+        """
+        parent = self._parent
+        if parent is not None:
+            with parent._lock:
+                parent._callbacks.pop(self._key, None)
+            self._parent = None
+
+    def _flip(self, reason: str | None) -> None:
+        """Mark the token cancelled (if it is not) without running anything."""
+        with self._lock:
+            if not self._cancelled:
+                self._reason = reason
+                if len(self._callbacks) > 1:
+                    _callbacks_in_order(self)
+                self._cancelled = True
+
+    def _finish(self) -> None:
+        """The last step of a cancellation: wake the waiters and detach; idempotent."""
+        with self._lock:
+            # Only this releases a waiter's lock, under _lock: the test cannot go stale. A
+            # repeat (after an interrupt) may release a lock its waiter re-took: harmless.
+            for waiter in self._waiters or ():
+                if waiter.locked():
+                    waiter.release()
+        self._release()
+
+
+#: What a token holds for each registration: a callback to run or a child to cancel.
+_Entry = Callable[[], object] | CancelToken
+#: What _cancel_subtree takes from a token that has nothing left to run.
+_DRAINED: Final = object()
+
+
+def _callbacks_in_order(token: CancelToken) -> None:
+    # Called under the token's lock just before it is cancelled: popitem() takes the last
+    # entry, so reversing makes callbacks run (and children cancel) in registration order.
+    token._callbacks = dict(reversed(token._callbacks.items()))
+
+
+def _cancel_subtree(stack: list[CancelToken]) -> None:
+    """Run the callbacks of the token in ``stack`` (just cancelled) and cancel its subtree.
+
+    Depth first and iterative, so a chain of tokens of any depth is cancelled. Entries
+    are taken from their token one at a time and the work in hand lives in local
+    variables that survive an exception: a KeyboardInterrupt (raised by a callback, or
+    a Ctrl-C landing here) is kept, the loop goes on where it stopped, and it is
+    re-raised once everything has run. The caller keeps ``stack``: should an interrupt
+    land where no handler covers it (the first lines, a ``try:``), calling this again
+    with it picks up the work, since no entry is in hand at those points.
+    """
+    entry: _Entry | object | None = None  # taken from stack[-1] and not dealt with yet
+    started = False  # whether `entry`, a callback, has been called
+    error: BaseException | None = None
+    while True:
+        try:
+            while stack:
+                token = stack[-1]
+                if entry is None:
+                    with token._lock:
+                        entry = token._callbacks.popitem()[1] if token._callbacks else _DRAINED
+                if entry is _DRAINED:
+                    token._finish()
+                    entry = None
+                    stack.pop()  # an interrupt just before this finishes the token again: harmless
+                elif isinstance(entry, CancelToken):
+                    # Flipping is idempotent, and pushing a token twice only drains it twice.
+                    entry._flip(token._reason)
+                    stack.append(entry)
+                    entry = None
+                else:
+                    # `started` is set in the very line that calls: an interrupt landing before
+                    # that line leaves the callback to be run, one landing in it or after it not.
+                    _ = (started := True) and cast(Callable[[], object], entry)()
+                    entry, started = None, False
+            break
+        except BaseException as exc:
+            callback, ran = entry, started
+            if ran:
+                entry, started = None, False
+            if ran and isinstance(exc, Exception):
+                _report_unraisable(exc, f"Exception ignored in on_cancel callback {callback!r}")
+            elif error is None:
+                # KeyboardInterrupt or SystemExit, raised by a callback or landing in this loop.
+                error = exc
+    if error is not None:
+        raise error
 
 
 @final
@@ -229,8 +343,12 @@ class _NeverCancelled(CancelToken):
         if not callable(callback):
             msg = f"callback must be callable, got {callback!r}"
             raise TypeError(msg)
-        # Never cancelled: keeping the callback (e.g. a child's link) would only leak it.
+        # Never cancelled: keeping the callback would only leak it.
         return _noop
+
+    def _adopt(self, child: CancelToken) -> None:
+        # Never cancelled: keeping the child would only leak it.
+        pass
 
     def __repr__(self) -> str:
         return "<CancelToken never cancelled (no current task)>"
@@ -301,6 +419,77 @@ def _lock_timeout(seconds: float | None) -> float | None:
     if seconds is None or seconds > threading.TIMEOUT_MAX:
         return None
     return seconds
+
+
+#: The longest the main thread sleeps on a lock at a stretch (seconds). A process-directed
+#: signal (Ctrl-C, SIGTERM) goes to any thread that does not block it; when another thread
+#: takes it, CPython's C handler only records it, and the main thread, asleep on a lock, is
+#: not woken: its Python handler runs only when the wait ends. Waking up this often bounds
+#: that delay (the stdlib's Thread.join does the same on Windows).
+_SIGNAL_SLICE: Final = 0.05
+
+_Q = TypeVar("_Q")
+
+
+def _acquire(lock: threading.Lock, timeout: float | None = None) -> bool:
+    """``lock.acquire(timeout=...)`` (``None``: no limit) that a signal always ends promptly.
+
+    Outside the main thread this is one acquire; in it, acquires of at most
+    :data:`_SIGNAL_SLICE` seconds, so a handler that raises (``KeyboardInterrupt``) runs
+    between two of them.
+    """
+    limit = _lock_timeout(timeout)
+    if threading.current_thread() is not threading.main_thread():
+        return lock.acquire(timeout=-1 if limit is None else limit)
+    if limit is None:
+        while not lock.acquire(timeout=_SIGNAL_SLICE):
+            pass
+        return True
+    deadline = time.monotonic() + limit
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return lock.acquire(False)
+        if lock.acquire(timeout=min(left, _SIGNAL_SLICE)):
+            return True
+
+
+def _wait(event: threading.Event, timeout: float | None = None) -> bool:  # pyright: ignore[reportUnusedFunction]  # used by _fanout
+    """``event.wait(timeout)`` (``None``: no limit) that a signal always ends promptly."""
+    limit = _lock_timeout(timeout)
+    if threading.current_thread() is not threading.main_thread():
+        return event.wait(limit)
+    deadline = None if limit is None else time.monotonic() + limit
+    while True:
+        left = (
+            _SIGNAL_SLICE if deadline is None else min(deadline - time.monotonic(), _SIGNAL_SLICE)
+        )
+        if left <= 0:
+            return event.is_set()
+        if event.wait(left):
+            return True
+
+
+def _get(q: queue.SimpleQueue[_Q], timeout: float | None = None) -> _Q:  # pyright: ignore[reportUnusedFunction]  # used by _fanout, _executor
+    """``q.get(timeout=...)`` (``None``: no limit) that a signal always ends promptly.
+
+    Raises:
+        queue.Empty: the timeout passed.
+    """
+    limit = _lock_timeout(timeout)
+    if threading.current_thread() is not threading.main_thread():
+        return q.get(timeout=limit)
+    deadline = None if limit is None else time.monotonic() + limit
+    while True:
+        left = (
+            _SIGNAL_SLICE if deadline is None else min(deadline - time.monotonic(), _SIGNAL_SLICE)
+        )
+        if left <= 0:
+            return q.get(block=False)
+        try:
+            return q.get(timeout=left)
+        except queue.Empty:
+            continue
 
 
 def _noop() -> None:

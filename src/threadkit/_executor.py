@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeGuard, TypeVar
 
-from ._cancel import Cancelled, CancelToken, _current
+from ._cancel import Cancelled, CancelToken, _current, _get, _lock_timeout
 from ._fanout import (
     _BOUNDED_STOPS,
     _CLOSED_REASON,
@@ -77,6 +77,9 @@ class ExecutorCall(Generic[T, R]):
         self._failures: dict[int, Exception] = {}
         self._fatal: BaseException | None = None
         self._error: FanOutError | None = None
+        self._interrupt: BaseException | None = None  # the first Ctrl-C the call saw
+        self._until: float | None = None  # the end of the bounded wait for the tasks
+        self._warned = False  # the abandoned-task warning was given
 
     # -- front ends -----------------------------------------------------------------------
 
@@ -86,16 +89,19 @@ class ExecutorCall(Generic[T, R]):
         arrival: list[int] = []  # with ordered=False, the indices in completion order
         error: BaseException | None = None
         try:
-            self._start()
-            for index, ok, value in self._outcomes():
-                self._released += 1
-                if ok:
-                    _put(slots, index, value)
-                    if not ordered:
-                        arrival.append(index)
-        except BaseException as exc:
-            error = exc
-        late, error = self._close(error, stacklevel=6)
+            try:
+                self._start()
+                for index, ok, value in self._outcomes():
+                    self._released += 1
+                    if ok:
+                        _put(slots, index, value)
+                        if not ordered:
+                            arrival.append(index)
+            except BaseException as exc:
+                error = exc
+            late, error = self._close(error, stacklevel=6)
+        except KeyboardInterrupt as exc:  # landed while closing: close again (idempotent)
+            late, error = self._close(exc, stacklevel=6)
         if error is not None:
             group = self._error
             # The group is raised, or rides on a TimeoutError or an error from `items`.
@@ -113,30 +119,33 @@ class ExecutorCall(Generic[T, R]):
     def stream(self) -> Generator[R, None, None]:
         error: BaseException | None = None
         try:
-            self._start()
-            if self._call._ordered:
-                held: dict[int, tuple[bool, Any]] = {}
-                head = 0
-                for index, ok, value in self._outcomes():
-                    if self._stop is not None:
-                        break
-                    held[index] = (ok, value)
-                    while head in held:
-                        succeeded, result = held.pop(head)
-                        head += 1
+            try:
+                self._start()
+                if self._call._ordered:
+                    held: dict[int, tuple[bool, Any]] = {}
+                    head = 0
+                    for index, ok, value in self._outcomes():
+                        if self._stop is not None:
+                            break
+                        held[index] = (ok, value)
+                        while head in held:
+                            succeeded, result = held.pop(head)
+                            head += 1
+                            self._released += 1
+                            if succeeded:
+                                yield result
+                else:
+                    for _, ok, value in self._outcomes():
+                        if self._stop is not None:
+                            break
                         self._released += 1
-                        if succeeded:
-                            yield result
-            else:
-                for _, ok, value in self._outcomes():
-                    if self._stop is not None:
-                        break
-                    self._released += 1
-                    if ok:
-                        yield value
-        except BaseException as exc:
-            error = exc
-        _, error = self._close(error, stacklevel=4)
+                        if ok:
+                            yield value
+            except BaseException as exc:
+                error = exc
+            _, error = self._close(error, stacklevel=4)
+        except KeyboardInterrupt as exc:  # landed while closing: close again (idempotent)
+            _, error = self._close(exc, stacklevel=4)
         if error is not None and not isinstance(error, GeneratorExit):
             raise error
 
@@ -150,8 +159,9 @@ class ExecutorCall(Generic[T, R]):
         if self._in_process:
             call._base.run(_current.set, token)
         self._unregister = token.on_cancel(self._wake)
-        if call._timeout is not None:
-            self._deadline = time.monotonic() + call._timeout
+        timeout = _lock_timeout(call._timeout)  # past the platform's limit: no deadline
+        if timeout is not None:
+            self._deadline = time.monotonic() + timeout
         if call._bar_factory is not None:
             self._bar = call._bar_factory(
                 total=call._total, desc=call._name, unit="task", file=sys.stderr
@@ -198,8 +208,13 @@ class ExecutorCall(Generic[T, R]):
                 return
             index = self._read
             self._read = index + 1
-            future = submit(fn, item) if base is None else submit(base.copy().run, fn, item)
-            pending[index] = (future, item)
+            # The submit and its bookkeeping on one line, so that a Ctrl-C (which lands
+            # between lines) cannot separate them; _drain catches up with one that lands
+            # before the done callback is added.
+            if base is None:
+                pending[index] = (future := submit(fn, item), item)
+            else:
+                pending[index] = (future := submit(base.copy().run, fn, item), item)
             future.add_done_callback(functools.partial(notify, index))
 
     def _notify(self, index: int, _: Future[R]) -> None:
@@ -216,12 +231,12 @@ class ExecutorCall(Generic[T, R]):
         done = self._done
         try:
             if self._deadline is None:
-                first = done.get()
+                first = _get(done)
             else:
                 left = self._deadline - time.monotonic()
                 if left <= 0:
                     raise queue.Empty
-                first = done.get(timeout=left)
+                first = _get(done, left)
         except queue.Empty:
             self._cancel("timeout", _TIMEOUT_REASON)
             return []
@@ -267,17 +282,23 @@ class ExecutorCall(Generic[T, R]):
         self, error: BaseException | None, *, stacklevel: int
     ) -> tuple[list[_Outcome], BaseException | None]:
         """Cancel what has not started, wait for what runs; return the late outcomes and
-        what the call must raise."""
+        what the call must raise.
+
+        Idempotent: a Ctrl-C that lands in it makes the front end run it again with that
+        KeyboardInterrupt as the error.
+        """
+        abandon = False
         if error is not None:
             if isinstance(error, KeyboardInterrupt):
-                self._cancel("interrupt", _INTERRUPT_REASON)
+                abandon = self._interrupted(error)
             elif isinstance(error, GeneratorExit):
                 self._cancel("closed", _CLOSED_REASON)
             else:
                 self._cancel("aborted", f"fan-out aborted by {type(error).__name__}")
         elif self._stop is not None:
             self._cancel(self._stop, f"fan-out stopped ({self._stop})")
-        late, interrupt = self._drain(bounded=self._stop in _BOUNDED_STOPS)
+        bounded = self._stop in _BOUNDED_STOPS or self._interrupt is not None
+        late, interrupt = self._drain(bounded=bounded, abandon=abandon)
         stragglers = sorted(self._pending.items())
         token = self._token
         if self._unregister is not None:
@@ -286,7 +307,8 @@ class ExecutorCall(Generic[T, R]):
             token._release()
         if self._bar is not None:
             self._bar.close()
-        if stragglers:
+        if stragglers and not self._warned:
+            self._warned = True
             self._warn_abandoned(stragglers, stacklevel)
         if interrupt is not None:
             return late, interrupt
@@ -303,8 +325,28 @@ class ExecutorCall(Generic[T, R]):
         )
         return late, outcome
 
-    def _drain(self, *, bounded: bool) -> tuple[list[_Outcome], BaseException | None]:
-        """Cancel the pending futures and wait for the rest (within ``grace`` when bounded).
+    def _interrupted(self, interrupt: BaseException) -> bool:
+        """Note a Ctrl-C and cancel the call; return whether it is a second one (stop waiting)."""
+        if self._interrupt is None:
+            self._interrupt = interrupt
+        self._cancel("interrupt", _INTERRUPT_REASON)
+        return interrupt is not self._interrupt
+
+    def _grace_deadline(self) -> float | None:
+        """When a bounded wait for the tasks ends (``None``: never): ``grace`` from the first
+        bounded wait, so that closing again after a Ctrl-C does not wait it twice."""
+        deadline = self._until
+        if deadline is None:
+            grace = _lock_timeout(self._call._grace)  # past the platform's limit: no deadline
+            if grace is not None:
+                deadline = self._until = time.monotonic() + grace
+        return deadline
+
+    def _drain(
+        self, *, bounded: bool, abandon: bool = False
+    ) -> tuple[list[_Outcome], BaseException | None]:
+        """Cancel the pending futures and wait for the rest (within ``grace`` when bounded,
+        not at all when abandoning).
 
         Returns the outcomes of the futures that finished meanwhile, and a Ctrl-C that
         arrived while waiting.
@@ -316,30 +358,50 @@ class ExecutorCall(Generic[T, R]):
         # can be cancelled (a task already running on a worker finishes there, unseen).
         for future, _ in list(pending.values()):
             future.cancel()
-        grace = self._call._grace
-        deadline = time.monotonic() + grace if bounded else None
+        deadline = None
+        if abandon:
+            deadline = time.monotonic()
+        elif bounded:
+            deadline = self._grace_deadline()
         done = self._done
         late: list[_Outcome] = []
         interrupt: BaseException | None = None
+        # A Ctrl-C can drop the index of a finished future (taken from the queue, not yet
+        # settled) or land before the last future's done callback was added: once the call
+        # was interrupted, the futures themselves are the truth, the queue only a wake-up.
+        catch_up = self._interrupt is not None
         while pending:
             try:
+                if catch_up:
+                    catch_up = False
+                    self._catch_up(late)
+                    continue
                 if deadline is None:
-                    index = done.get()
+                    index = _get(done)
                 else:
                     left = deadline - time.monotonic()
-                    index = done.get(timeout=left) if left > 0 else done.get(block=False)
+                    index = _get(done, left) if left > 0 else done.get(block=False)
+                if index is not None and index in pending:
+                    late.append(self._settle(index))
             except queue.Empty:
                 break
             except KeyboardInterrupt as exc:
-                if deadline is not None:
-                    return late, exc  # a second Ctrl-C (or one during a bounded wait)
+                if self._interrupted(exc):
+                    return late, exc  # a second Ctrl-C: stop waiting at once
                 interrupt = exc
-                self._cancel("interrupt", _INTERRUPT_REASON)
-                deadline = time.monotonic() + grace
-                continue
-            if index is not None and index in pending:
-                late.append(self._settle(index))
+                catch_up = True
+                if deadline is None:
+                    deadline = self._grace_deadline()
         return late, interrupt
+
+    def _catch_up(self, late: list[_Outcome]) -> None:
+        """Settle the pending futures that are done; make sure the last one wakes the drain."""
+        pending = self._pending
+        last = self._read - 1
+        if last in pending:  # its add_done_callback may not have run (an extra one is ignored)
+            pending[last][0].add_done_callback(functools.partial(self._notify, last))
+        for index in [index for index, (future, _) in pending.items() if future.done()]:
+            late.append(self._settle(index))
 
     def _warn_abandoned(
         self, stragglers: list[tuple[int, tuple[Future[R], T]]], level: int

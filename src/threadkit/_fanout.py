@@ -19,7 +19,16 @@ from concurrent.futures import Executor
 from contextvars import Context
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast, final
 
-from ._cancel import Cancelled, CancelToken, _check_seconds, _current, current_token
+from ._cancel import (
+    Cancelled,
+    CancelToken,
+    _check_seconds,
+    _current,
+    _get,
+    _lock_timeout,
+    _wait,
+    current_token,
+)
 
 if TYPE_CHECKING:
     from ._executor import ExecutorCall
@@ -148,11 +157,13 @@ def fan_out_and_join(
       :class:`FanOutError` carries every failure.
     * ``timeout``: a deadline for the whole call. At it the tasks are
       cancelled and :class:`TimeoutError` is raised.
-    * Ctrl-C while the call waits cancels every task, waits ``grace`` seconds
-      for them and re-raises :class:`KeyboardInterrupt` (a second Ctrl-C stops
-      waiting at once). A task that ignores cancellation cannot hold the
-      process: workers are daemon threads, so once the interrupt leaves the
-      program the interpreter exits without waiting for them.
+    * Ctrl-C anywhere in the call (also while it is already stopping, after a
+      failure, a timeout or leaving a ``fan_out`` loop) cancels every task,
+      waits ``grace`` seconds for them and re-raises :class:`KeyboardInterrupt`
+      (a second Ctrl-C stops waiting at once). A task that ignores
+      cancellation cannot hold the process: workers are daemon threads, so
+      once the interrupt leaves the program the interpreter exits without
+      waiting for them.
     * After a timeout, Ctrl-C or a cancellation from a parent token, tasks
       that do not stop within ``grace`` seconds are abandoned with a
       :class:`ResourceWarning` naming them. In every other case, when the call
@@ -204,7 +215,8 @@ def fan_out_and_join(
             call leaves queued, and should exceed the executor's workers to
             keep them all busy.
         ordered: results in input order (``False``: in completion order).
-        timeout: seconds for the whole call, or ``None`` for no deadline.
+        timeout: seconds for the whole call, or ``None`` for no deadline (as is a value
+            beyond :data:`threading.TIMEOUT_MAX`, ``math.inf`` included).
         fail_fast: stop at the first failure instead of running every item.
         executor: run the tasks on this :class:`~concurrent.futures.Executor`
             instead of threadkit's own threads (see above). ``None``: threads.
@@ -217,7 +229,8 @@ def fan_out_and_join(
         name: the call's name, used in thread names, messages and the progress bar.
         grace: seconds to wait for tasks to observe a cancellation before
             abandoning them (after a timeout, Ctrl-C, a parent's cancellation, or
-            leaving a ``fan_out`` loop).
+            leaving a ``fan_out`` loop); beyond :data:`threading.TIMEOUT_MAX`
+            (``math.inf`` included), wait for them without limit.
 
     Returns:
         ``[fn(item) for item in items]``, computed in parallel.
@@ -398,7 +411,7 @@ class _Call(Generic[T, R]):
         self._executor = executor
         # The executor path's bound on futures in flight; None: from the executor's size.
         self._in_flight = max_workers
-        workers = self._max_workers = max_workers if max_workers is not None else _default_workers()
+        self._max_workers = max_workers if max_workers is not None else _default_workers()
         self._ordered = ordered
         self._timeout = timeout
         self._fail_fast = fail_fast
@@ -428,11 +441,13 @@ class _Call(Generic[T, R]):
         self._wants_head = False
         self._eager = on_progress is not None or progress  # wake for every message
         self._threads: list[threading.Thread] = []
-        self._slot_numbers = itertools.count()
-        # What each worker is running: (start, batch, view it iterates, results so far).
-        self._running: list[tuple[int, list[T], list[T], list[Any]] | None] = (
-            [None] * workers if executor is None else []
-        )
+        # Set by each worker as its last act (same index as _threads): what shutdown waits
+        # on. Not Thread.join(): on 3.11 and 3.12 a Ctrl-C in join() marks a running thread
+        # stopped (python/cpython#90882), and the call would stop waiting for it.
+        self._exits: list[threading.Event] = []
+        # What each worker is running: (start, batch, view it iterates, results so far), one
+        # slot per worker started (never max_workers slots up front: it may be huge).
+        self._running: list[tuple[int, list[T], list[T], list[Any]] | None] = []
 
         # The caller's bookkeeping (only the calling thread touches these).
         self._read = 0  # items read from `items`
@@ -451,6 +466,9 @@ class _Call(Generic[T, R]):
         self._failures: dict[int, Exception] = {}
         self._fatal: BaseException | None = None
         self._error: FanOutError | None = None  # the FanOutError this call raises
+        self._interrupt: BaseException | None = None  # the first Ctrl-C the call saw
+        self._until: float | None = None  # the end of the bounded wait for the tasks
+        self._warned = False  # the abandoned-task warning was given
 
     # -- front ends -----------------------------------------------------------------------
 
@@ -461,15 +479,18 @@ class _Call(Generic[T, R]):
         arrival: list[list[Any]] = []
         error: BaseException | None = None
         try:
-            self._start()
-            for start, results, _ in self._chunks():
-                chunks[start] = results
-                if not self._ordered:
-                    arrival.append(results)
-                self._released += len(results)
-        except BaseException as exc:
-            error = exc
-        late, error = self._close(error)
+            try:
+                self._start()
+                for start, results, _ in self._chunks():
+                    chunks[start] = results
+                    if not self._ordered:
+                        arrival.append(results)
+                    self._released += len(results)
+            except BaseException as exc:
+                error = exc
+            late, error = self._close(error)
+        except KeyboardInterrupt as exc:  # landed while closing: close again (idempotent)
+            late, error = self._close(exc)
         if error is not None:
             group = self._error
             # The group is raised, or rides on a TimeoutError or an error from `items`.
@@ -499,29 +520,32 @@ class _Call(Generic[T, R]):
         self._wants_head = self._ordered
         self._eager = self._eager or not self._ordered
         try:
-            self._start()
-            if self._ordered:
-                pending: dict[int, tuple[list[Any], set[int] | None]] = {}
-                head = 0
-                for start, results, failed in self._chunks():
-                    if self._stop is not None:
-                        break
-                    pending[start] = (results, failed)
-                    while head in pending:
-                        values, holes = pending.pop(head)
-                        yield from _values(values, holes)
-                        head += len(values)
-                        self._head = head
-                        self._released += len(values)
-            else:
-                for _, results, failed in self._chunks():
-                    if self._stop is not None:
-                        break
-                    yield from _values(results, failed)
-                    self._released += len(results)
-        except BaseException as exc:
-            error = exc
-        _, error = self._close(error)
+            try:
+                self._start()
+                if self._ordered:
+                    pending: dict[int, tuple[list[Any], set[int] | None]] = {}
+                    head = 0
+                    for start, results, failed in self._chunks():
+                        if self._stop is not None:
+                            break
+                        pending[start] = (results, failed)
+                        while head in pending:
+                            values, holes = pending.pop(head)
+                            yield from _values(values, holes)
+                            head += len(values)
+                            self._head = head
+                            self._released += len(values)
+                else:
+                    for _, results, failed in self._chunks():
+                        if self._stop is not None:
+                            break
+                        yield from _values(results, failed)
+                        self._released += len(results)
+            except BaseException as exc:
+                error = exc
+            _, error = self._close(error)
+        except KeyboardInterrupt as exc:  # landed while closing: close again (idempotent)
+            _, error = self._close(exc)
         if error is not None and not isinstance(error, GeneratorExit):
             raise error
 
@@ -531,8 +555,9 @@ class _Call(Generic[T, R]):
         token = self._token = self._parent.child()
         self._base.run(_current.set, token)
         self._unregister = token.on_cancel(self._on_cancel)
-        if self._timeout is not None:
-            self._deadline = time.monotonic() + self._timeout
+        timeout = _lock_timeout(self._timeout)  # past the platform's limit: no deadline
+        if timeout is not None:
+            self._deadline = time.monotonic() + timeout
         if self._bar_factory is not None:
             self._bar = self._bar_factory(
                 total=self._total, desc=self._name, unit="task", file=sys.stderr
@@ -600,12 +625,12 @@ class _Call(Generic[T, R]):
         else:
             try:
                 if self._deadline is None:
-                    self._wakeup.get()
+                    _get(self._wakeup)
                 else:
                     left = self._deadline - time.monotonic()
                     if left <= 0:
                         raise queue.Empty
-                    self._wakeup.get(timeout=left)
+                    _get(self._wakeup, left)
             except queue.Empty:
                 self._sleeping = False
                 self._cancel("timeout", _TIMEOUT_REASON)
@@ -687,21 +712,31 @@ class _Call(Generic[T, R]):
     def _close(
         self, error: BaseException | None
     ) -> tuple[list[tuple[int, list[Any], set[int] | None]], BaseException | None]:
-        """Stop and join the workers; return the late chunks and what the call must raise."""
+        """Stop and join the workers; return the late chunks and what the call must raise.
+
+        Idempotent: a Ctrl-C that lands in it makes the front end run it again with that
+        KeyboardInterrupt as the error, which cancels, waits (within ``grace``) and releases
+        whatever the first run did not.
+        """
+        abandon = False
         if error is not None:
             if isinstance(error, KeyboardInterrupt):
-                self._cancel("interrupt", _INTERRUPT_REASON)
+                abandon = self._interrupted(error)
             elif isinstance(error, GeneratorExit):
                 self._cancel("closed", _CLOSED_REASON)
             else:
                 self._cancel("aborted", f"fan-out aborted by {type(error).__name__}")
         elif self._stop is not None:
             self._cancel(self._stop, f"fan-out stopped ({self._stop})")
-        interrupt = self._shutdown(bounded=self._stop in _BOUNDED_STOPS)
+        bounded = self._stop in _BOUNDED_STOPS or self._interrupt is not None
+        interrupt = self._shutdown(bounded=bounded, abandon=abandon)
         inbox = self._inbox
         late = [self._handle(inbox.popleft()) for _ in range(len(inbox))]
+        me = threading.current_thread()
         stragglers = [
-            t for t in self._threads if t.is_alive() and t is not threading.current_thread()
+            thread
+            for thread, exited in zip(self._threads, self._exits, strict=False)
+            if thread is not me and not exited.is_set() and _started(thread)
         ]
         token = self._token
         if self._unregister is not None:
@@ -710,7 +745,8 @@ class _Call(Generic[T, R]):
             token._release()
         if self._bar is not None:
             self._bar.close()
-        if stragglers:
+        if stragglers and not self._warned:
+            self._warned = True
             self._warn_abandoned(stragglers)
         if interrupt is not None:
             return late, interrupt
@@ -726,28 +762,49 @@ class _Call(Generic[T, R]):
         )
         return late, outcome
 
-    def _shutdown(self, *, bounded: bool) -> BaseException | None:
-        """Stop the workers and join them (within ``grace`` when bounded); return a Ctrl-C."""
+    def _interrupted(self, interrupt: BaseException) -> bool:
+        """Note a Ctrl-C and cancel the call; return whether it is a second one (stop waiting)."""
+        if self._interrupt is None:
+            self._interrupt = interrupt
+        self._cancel("interrupt", _INTERRUPT_REASON)
+        return interrupt is not self._interrupt
+
+    def _grace_deadline(self) -> float | None:
+        """When a bounded wait for the tasks ends (``None``: never): ``grace`` from the first
+        bounded wait, so that closing again after a Ctrl-C does not wait it twice."""
+        deadline = self._until
+        if deadline is None:
+            grace = _lock_timeout(self._grace)  # past the platform's limit: no deadline
+            if grace is not None:
+                deadline = self._until = time.monotonic() + grace
+        return deadline
+
+    def _shutdown(self, *, bounded: bool, abandon: bool = False) -> BaseException | None:
+        """Stop the workers and wait for them (within ``grace`` when bounded, not at all when
+        abandoning); return a Ctrl-C that landed meanwhile."""
         self._todo.put(None)
         interrupt: BaseException | None = None
-        deadline = time.monotonic() + self._grace if bounded else None
+        deadline = None
+        if abandon:
+            deadline = time.monotonic()
+        elif bounded:
+            deadline = self._grace_deadline()
         me = threading.current_thread()
         index = 0
         while True:
             try:
-                # A worker adds the workers it starts before it ends: joining in list order
-                # sees every one of them.
                 while index < len(self._threads):
                     thread = self._threads[index]
                     if thread is not me:
-                        _join(thread, None if deadline is None else deadline - time.monotonic())
+                        left = None if deadline is None else deadline - time.monotonic()
+                        _join(thread, self._exits[index], left)
                     index += 1
             except KeyboardInterrupt as exc:
-                if deadline is not None:
+                if self._interrupted(exc):
                     return exc  # a second Ctrl-C: stop waiting at once
                 interrupt = exc
-                self._cancel("interrupt", _INTERRUPT_REASON)
-                deadline = time.monotonic() + self._grace
+                if deadline is None:
+                    deadline = self._grace_deadline()
                 continue
             return interrupt
 
@@ -773,22 +830,33 @@ class _Call(Generic[T, R]):
 
     def _spawn(self) -> None:
         """Start one more worker (in the calling thread)."""
-        slot = next(self._slot_numbers)
+        slot = len(self._running)
+        self._running.append(None)
+        exited = threading.Event()
         thread = threading.Thread(
-            target=self._work, args=(slot,), name=f"{self._name}-{slot}", daemon=True
+            target=self._work, args=(slot, exited), name=f"{self._name}-{slot}", daemon=True
         )
         # Listed before it starts: a Ctrl-C landing in start() (while it waits for the new
-        # thread) must not leave a running worker that shutdown never joins.
+        # thread) must not leave a running worker that shutdown never joins. _exits first:
+        # shutdown reads _exits[i] for every thread in _threads.
+        self._exits.append(exited)
         self._threads.append(thread)
         try:
             thread.start()
         except RuntimeError:
             # Out of threads: the workers that did start do the work.
-            self._threads.remove(thread)
+            del self._threads[-1]
+            del self._exits[-1]
             if not self._threads:
                 raise
 
-    def _work(self, slot: int) -> None:
+    def _work(self, slot: int, exited: threading.Event) -> None:
+        try:
+            self._serve(slot)
+        finally:
+            exited.set()
+
+    def _serve(self, slot: int) -> None:
         token = self._token
         assert token is not None
         get = self._todo.get
@@ -934,16 +1002,27 @@ def _outcome(
     return None
 
 
-def _join(thread: threading.Thread, timeout: float | None) -> None:
-    """Join a worker, also one whose start() a Ctrl-C interrupted before it was marked started."""
+def _join(thread: threading.Thread, exited: threading.Event, timeout: float | None) -> None:
+    """Wait for a worker to end, also one whose start() a Ctrl-C interrupted.
+
+    Waits on the worker's own ``exited`` event, set as its last act, and joins the thread
+    only once that is set (then join() returns at once).
+    """
     if timeout is not None:
         timeout = max(0.0, timeout)
     # The event the new thread sets once it runs (Thread._started on 3.11-3.13, not in
-    # typeshed): join() refuses to wait before it is set. A start() interrupted before the
-    # thread was created never sets it.
+    # typeshed). A start() interrupted before the thread was created never sets it.
     started: threading.Event = vars(thread)["_started"]
-    if started.is_set() or started.wait(_STARTING_GRACE if timeout is None else timeout):
-        thread.join(timeout)
+    if not (started.is_set() or _wait(started, _STARTING_GRACE if timeout is None else timeout)):
+        return
+    if _wait(exited, timeout):
+        thread.join()
+
+
+def _started(thread: threading.Thread) -> bool:
+    """Whether the thread ran (see _join): one whose start() failed is no straggler."""
+    started: threading.Event = vars(thread)["_started"]
+    return started.is_set()
 
 
 def _values(results: list[Any], failed: set[int] | None) -> Iterator[Any]:

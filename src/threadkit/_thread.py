@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextvars
+import dis
 import enum
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
-from ._cancel import Cancelled, CancelToken, _check_seconds, _current, _lock_timeout
+from ._cancel import Cancelled, CancelToken, _acquire, _check_seconds, _current
 
 __all__ = ["ManagedThread", "ThreadState"]
 
@@ -132,35 +133,44 @@ class ManagedThread(threading.Thread, Generic[T]):
         # Set by an owner (ThreadGroup): called last in the thread; its errors go to the owner,
         # so the thread does not report them to threading.excepthook.
         self._tk_on_done: Callable[[ManagedThread[Any]], None] | None = None
+        # start() was interrupted (or failed) before the OS thread existed: it never will.
+        self._tk_unstarted = False
 
     # -- the standard Thread interface ------------------------------------------------------
 
     def start(self) -> None:
         """Start the thread; see :meth:`threading.Thread.start`.
 
+        A ``KeyboardInterrupt`` that lands in here propagates. If it landed before
+        the OS thread existed, the thread never runs: it ends at once, FAILED with
+        that exception (so :meth:`result` does not wait for it); if after, the
+        thread runs as usual.
+
         Raises:
             RuntimeError: the thread was started before (whatever its state).
         """
-        with self._tk_start_lock:
-            if self._tk_state is not ThreadState.CREATED:
-                msg = "threads can only be started once"
-                raise RuntimeError(msg)
-            self._tk_state = ThreadState.RUNNING
-            self._tk_done.acquire()
-        if self._tk_context is None:
-            self._tk_context = contextvars.copy_context()
-        # Thread._bootstrap_inner calls self.run(): an instance attribute puts the lifecycle
-        # around the user's run() without touching any private method of Thread.
-        self.__dict__["run"] = self._tk_main
+        started: ThreadState | None = None
         try:
+            with self._tk_start_lock:
+                if self._tk_state is not ThreadState.CREATED:
+                    msg = "threads can only be started once"
+                    raise RuntimeError(msg)
+                # Held until the lifecycle is over. Not blocking: a start() interrupted before
+                # it flipped the state may hold it already.
+                self._tk_done.acquire(False)
+                started = self._tk_state = ThreadState.RUNNING
+            if self._tk_context is None:
+                self._tk_context = contextvars.copy_context()
+            # Thread._bootstrap_inner calls self.run(): an instance attribute puts the lifecycle
+            # around the user's run() without touching any private method of Thread.
+            self.__dict__["run"] = self._tk_main
             super().start()
-        except Exception as exc:
-            # No thread was started ("can't start new thread"). A KeyboardInterrupt is not
-            # caught: it lands while start() waits for the new thread, which then runs as usual.
-            self.__dict__.pop("run", None)
-            self._tk_exc = exc
-            self._tk_state = ThreadState.FAILED
-            self._tk_done.release()
+        except BaseException as exc:
+            # "can't start new thread", or a Ctrl-C that landed in here. If the OS thread
+            # exists, it runs as usual (its owner waits for it); if not, it never will: the
+            # thread ends at once, failed with that exception, so nothing waits for it forever.
+            if started is not None and not _os_thread_exists(self, exc):
+                self._tk_never_started(exc)
             raise
 
     def run(self) -> T:  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
@@ -231,12 +241,12 @@ class ManagedThread(threading.Thread, Generic[T]):
             msg = "cannot join current thread"
             raise RuntimeError(msg)
         done = self._tk_done
-        limit = _lock_timeout(timeout)
-        if not done.acquire(timeout=-1 if limit is None else limit):
+        if not _acquire(done, timeout):
             msg = f"thread {self.name!r} did not finish within {timeout!r} seconds"
             raise TimeoutError(msg)
         done.release()
-        self.join()  # the OS thread is past the lifecycle: this takes microseconds
+        if not self._tk_unstarted:  # (a thread whose start never made it has nothing to join)
+            self.join()  # the OS thread is past the lifecycle: this takes microseconds
         return self._tk_exc
 
     # -- hooks for subclasses -----------------------------------------------------------------
@@ -314,6 +324,14 @@ class ManagedThread(threading.Thread, Generic[T]):
             _current.reset(reset)
         return result, exc
 
+    def _tk_never_started(self, exc: BaseException) -> None:
+        self.__dict__.pop("run", None)
+        _forget_unstarted(self)
+        self._tk_exc = exc
+        self._tk_unstarted = True
+        self._tk_state = ThreadState.FAILED
+        self._tk_done.release()
+
     def _tk_report(self, exc: BaseException) -> None:
         # What Thread._bootstrap_inner does for an exception escaping run().
         args = threading.ExceptHookArgs((type(exc), exc, exc.__traceback__, self))
@@ -329,3 +347,69 @@ def _chain(new: BaseException, old: BaseException | None) -> BaseException:
     if old is not None and new is not old and new.__context__ is None:
         new.__context__ = old
     return new
+
+
+# -- telling whether an interrupted Thread.start() created its OS thread ---------------------------
+
+_START = threading.Thread.start.__code__
+
+
+def _creation_points() -> tuple[range, int] | None:
+    """The offsets of Thread.start's call that creates the OS thread, and the line where it
+    then waits for that thread; ``None`` if this Python's Thread.start is not recognized."""
+    instructions = list(dis.get_instructions(_START))
+    call: range | None = None
+    wait_line: int | None = None
+    for i, ins in enumerate(instructions):
+        if call is None and ins.argval in ("_start_new_thread", "_start_joinable_thread"):
+            for j in range(i + 1, len(instructions) - 1):
+                if instructions[j].opname.startswith("CALL"):
+                    call = range(instructions[j].offset, instructions[j + 1].offset)
+                    break
+        elif call is not None and ins.argval == "_started" and instructions[i + 1].argval == "wait":
+            positions = instructions[i + 1].positions
+            wait_line = positions.lineno if positions is not None else None
+            break
+    if call is None or wait_line is None:
+        return None
+    return call, wait_line
+
+
+_CREATION = _creation_points()
+
+
+def _os_thread_exists(thread: threading.Thread, exc: BaseException) -> bool:
+    """Whether ``thread``'s OS thread was created, given what escaped ``thread.start()``.
+
+    Told from where ``exc`` left Thread.start: raised after the call that creates the thread
+    returned (a signal is handled there) or while waiting for the new thread, it exists;
+    raised before that call, or by it (an ``Exception``: it failed), it does not.
+    """
+    if _started(thread).is_set():  # set by the new thread itself
+        return True
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not _START:
+        tb = tb.tb_next
+    if tb is None:
+        return False  # Thread.start was never entered
+    if _CREATION is None:
+        return True  # not recognized: assume the worst (the owner waits for it, as it used to)
+    call, wait_line = _CREATION
+    if tb.tb_lasti in call:
+        return not isinstance(exc, Exception)
+    return tb.tb_lineno == wait_line
+
+
+def _forget_unstarted(thread: threading.Thread) -> None:
+    """Drop a thread whose start was interrupted before its OS thread existed from threading's
+    table of threads being started (its bootstrap, which never runs, would have done it)."""
+    # threading's own bookkeeping (3.11-3.13): otherwise threading.enumerate() lists the
+    # thread forever and joining it raises.
+    internals = vars(threading)
+    with cast(threading.Lock, internals["_active_limbo_lock"]):
+        cast(dict[threading.Thread, threading.Thread], internals["_limbo"]).pop(thread, None)
+
+
+def _started(thread: threading.Thread) -> threading.Event:
+    """The Event a thread sets once it runs (``Thread._started``, a stdlib internal)."""
+    return cast(threading.Event, vars(thread)["_started"])
