@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
+import inspect
+import itertools
 import os
 import re
 import select
@@ -14,8 +17,10 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -155,6 +160,156 @@ def test_a_failing_daemon_reports_to_excepthook_and_unregisters(
     assert t not in registered_daemons()
 
 
+# -- a Ctrl-C anywhere while a daemon starts ---------------------------------------------------
+
+
+class InterruptAtLine:
+    """Raise KeyboardInterrupt at the ``n``-th line run in ``functions``, in this thread only.
+
+    A trace function that raises makes the traced frame raise at that line: the same as a
+    Ctrl-C whose handler runs there, but at a chosen line instead of wherever it lands. Only
+    a line's first run in a frame counts: the second line event of a ``with`` line is its
+    ``__exit__`` call, where no Python code can protect a lock from an exception
+    (bpo-29988; a signal handler rarely runs there, a trace function always
+    would).
+    """
+
+    def __init__(
+        self, n: int, *functions: Callable[..., object], last: tuple[Any, int] | None = None
+    ) -> None:
+        """``last``: (function, line): lines run after that one in it are not counted."""
+        self.n = n
+        self.last = None if last is None else (inspect.unwrap(last[0]).__code__, last[1])
+        self.codes = {inspect.unwrap(f).__code__ for f in functions}
+        self.lines = 0
+        self.fired = False
+        self.past_last = False
+        self._seen: dict[FrameType, set[int]] = {}
+        self._previous: Any = None
+
+    def _global(self, frame: FrameType, event: str, arg: object) -> Any:
+        return self._local if frame.f_code in self.codes else None
+
+    def _local(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line" and not self.fired:
+            seen = self._seen.setdefault(frame, set())
+            if frame.f_lineno in seen:
+                return self._local
+            seen.add(frame.f_lineno)
+            last = self.last
+            if last is not None and last[0] is frame.f_code and frame.f_lineno > last[1]:
+                self.past_last = True
+            if self.past_last:
+                return self._local
+            self.lines += 1
+            if self.lines == self.n:
+                self.fired = True
+                raise KeyboardInterrupt
+        return self._local
+
+    def __enter__(self) -> InterruptAtLine:
+        self._previous = sys.gettrace()
+        sys.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        sys.settrace(self._previous)
+        self._seen.clear()
+
+
+def _every_line(run: Callable[[int], bool]) -> int:
+    """Call ``run(n)`` for n = 1, 2, ... until it reports that no interrupt fired."""
+    for n in itertools.count(1):
+        if not run(n):
+            return n - 1
+        assert n < 500, "the interrupted code never completes"
+    raise AssertionError("unreachable")
+
+
+_START_PATH = (
+    threadkit.spawn_daemon,
+    threadkit.PeriodicThread.start,
+    threadkit.Supervisor.start,
+    daemon_module._start_registered,
+    daemon_module._register,
+)
+
+
+@pytest.mark.parametrize("kind", ["spawn_daemon", "PeriodicThread", "Supervisor"])
+def test_a_ctrl_c_anywhere_while_a_daemon_starts_leaves_it_registered_iff_it_runs(
+    kind: str,
+) -> None:
+    """Regression: spawn_daemon registered the thread before its try, so a Ctrl-C landing
+    there left a thread that never ran in the registry (exit waited its grace for it)."""
+    # The first registration installs the exit hook: run it now, so that every run below
+    # takes the same path and n counts the same lines.
+    threadkit.spawn_daemon(len, "x").join(WAIT)
+
+    def run(n: int) -> bool:
+        name = f"interrupted-{kind}-{n}"
+        made: list[ManagedThread[Any]] = []
+        if kind == "PeriodicThread":
+            made.append(threadkit.PeriodicThread(WAIT, len, "x", name=name))
+        elif kind == "Supervisor":
+            child = functools.partial(ManagedThread, target=wait_for_cancel, name=f"{name}-child")
+            made.append(threadkit.Supervisor([child], name=name))
+        interrupted = False
+        with InterruptAtLine(n, *_START_PATH) as interrupt:
+            try:
+                if made:
+                    made[0].start()
+                else:
+                    threadkit.spawn_daemon(wait_for_cancel, name=name)
+            except KeyboardInterrupt:
+                interrupted = True
+        assert interrupted is interrupt.fired, n
+        ours = [t for t in threading.enumerate() if t.name == name]
+        try:
+            assert [t for t in registered_daemons() if t.name == name] == ours, n
+            assert bool(ours) is not interrupted or interrupt.lines == n, n
+        finally:
+            for t in ours:
+                assert isinstance(t, ManagedThread)
+                t.cancel()
+                t.join(WAIT)
+        if made and not ours:
+            # Interrupted before the start: the thread is still new and starts normally.
+            assert made[0].state is ThreadState.CREATED, n
+            made[0].start()
+            made[0].cancel()
+            assert isinstance(made[0].exception(WAIT), threadkit.Cancelled), n
+        return interrupt.fired
+
+    assert _every_line(run) >= 5
+
+
+def test_a_ctrl_c_while_start_waits_for_the_new_thread_keeps_the_daemon_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: a Ctrl-C that lands while Thread.start() waits for the new thread to run
+    raises from spawn_daemon, but the daemon runs: it must stay registered for shutdown."""
+    start = threading.Thread.start
+
+    def start_then_interrupt(self: threading.Thread) -> None:
+        start(self)
+        if self.name == "interrupted-start":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        threadkit.spawn_daemon(wait_for_cancel, name="interrupted-start")
+    monkeypatch.undo()
+    (daemon,) = [t for t in threading.enumerate() if t.name == "interrupted-start"]
+    assert isinstance(daemon, ManagedThread)
+    try:
+        assert daemon in registered_daemons()
+        assert threadkit.shutdown_daemons(timeout=WAIT) == []
+        assert daemon.result(WAIT) == "shutdown_daemons() was called"
+    finally:
+        daemon.cancel()
+        daemon.join(WAIT)
+
+
 # -- shutdown_daemons ---------------------------------------------------------------------------
 
 
@@ -276,6 +431,42 @@ def test_a_second_interrupt_at_exit_stops_waiting(
     assert daemon_module._exit_done
     release.set()
     stubborn.join(WAIT)
+
+
+def test_a_second_ctrl_c_anywhere_in_the_exit_hook_still_ends_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: the exit hook began (refusing new daemons) before its try, so a Ctrl-C
+    there escaped it without marking it done (later signals then raised during interpreter
+    shutdown instead of being ignored)."""
+    threadkit.spawn_daemon(len, "x").join(WAIT)  # the exit hook is installed: same path
+    source, first = inspect.getsourcelines(daemon_module._at_exit)
+    (wait,) = [first + i for i, line in enumerate(source) if "= _shutdown(" in line]
+
+    def run(n: int) -> bool:
+        monkeypatch.setattr(daemon_module, "_exiting", False)
+        monkeypatch.setattr(daemon_module, "_exit_done", False)
+        daemon = threadkit.spawn_daemon(wait_for_cancel, name=f"exiting-{n}")
+        try:
+            # A Ctrl-C can always land in a finally block: count lines up to the wait only.
+            interrupt = InterruptAtLine(
+                n,
+                daemon_module._at_exit,
+                daemon_module._shutdown,
+                last=(daemon_module._at_exit, wait),
+            )
+            with warnings.catch_warnings(record=True), interrupt:
+                warnings.simplefilter("always")
+                with contextlib.suppress(KeyboardInterrupt):
+                    daemon_module._at_exit()
+            # Once the hook has begun (it refuses new daemons), it ends marked done.
+            assert daemon_module._exit_done or not daemon_module._exiting, n
+        finally:
+            daemon.cancel()
+            daemon.join(WAIT)
+        return interrupt.fired
+
+    assert _every_line(run) >= 5
 
 
 class _Interrupted(Exception):
@@ -754,6 +945,7 @@ def test_a_handled_signal_shuts_the_daemons_down_gracefully(
 
 
 SECOND_SIGNAL = """
+    import os
     import threading
     import threadkit
 
@@ -763,7 +955,9 @@ SECOND_SIGNAL = """
         # Printed by the daemon itself, not by an on_cancel callback: callbacks run in the
         # cancelling thread, here the main thread, which the second signal must find waiting.
         threadkit.current_token().wait()
-        print("stubborn: cancelled, ignoring it", flush=True)
+        # os.write, not print: the test reacts to the line at once, and a daemon still inside
+        # print() (holding stdout's lock) when the interpreter finalizes is a fatal error.
+        os.write(1, b"stubborn: cancelled, ignoring it\\n")
         threading.Event().wait()
 
     threadkit.spawn_daemon(stubborn, name="stubborn", grace=600.0)

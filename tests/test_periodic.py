@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -109,6 +110,20 @@ def test_schedule_example_a_long_tick_skips_the_slots_it_covered() -> None:
     assert (schedule.next, schedule.overruns) == (6, 4)
     assert schedule.begin(181.0) == 8  # woken far too late: runs the current slot's tick
     assert schedule.overruns == 6
+
+
+def test_schedule_with_a_subnormal_interval_counts_its_slots_exactly() -> None:
+    # 0.5 / 5e-324 overflows a float; the slot index (2**1073) does not overflow an int.
+    schedule = _Schedule(100.0, 5e-324, 1)
+    assert schedule.due() == 100.0  # start + 5e-324 rounds to start
+    assert schedule.begin(100.5) == 2**1073
+    assert schedule.overruns == 2**1073 - 1
+    schedule.end(100.5)
+    assert schedule.next == 2**1073 + 1
+    assert schedule.due() == 100.5  # the index is past the float range, the product is not
+    assert schedule.begin(101.0) == 2**1074
+    schedule.end(101.0)
+    assert schedule.overruns == schedule.next - 1 - 2
 
 
 # -- argument checks --------------------------------------------------------------------------
@@ -286,6 +301,56 @@ def test_stop_lets_the_tick_in_progress_finish_and_times_out_meanwhile() -> None
     release.set()
     t.stop()
     assert t.state is ThreadState.SUCCEEDED
+    assert t.result().ticks == 1
+
+
+def test_a_stop_interrupted_by_ctrl_c_does_not_make_the_next_stop_return_early() -> None:
+    """Regression: stop() waited with join(), which on 3.11 and 3.12 marks a still-running
+    thread as stopped when a Ctrl-C interrupts it (python/cpython#90882): the next stop()
+    returned at once, the tick still running, and is_alive() said False."""
+    entered, release = threading.Event(), threading.Event()
+
+    def tick() -> None:
+        entered.set()
+        assert release.wait(WAIT)
+
+    t = PeriodicThread(3600, tick, name="interrupted")
+    t.start()
+    assert entered.wait(WAIT)
+    stop_code = PeriodicThread.stop.__code__
+    landed: list[str] = []
+
+    def ctrl_c_in_the_wait(frame: FrameType, event: str, arg: object) -> None:
+        # The Ctrl-C lands in the blocking call stop() makes to wait for the thread: a
+        # profile function that raises aborts that call, as a signal handler would.
+        name = getattr(arg, "__name__", None)
+        if event != "c_call" or name not in ("acquire", "join") or not t._tk_stop_token.cancelled:
+            return
+        caller: FrameType | None = frame
+        while caller is not None and caller.f_code is not stop_code:
+            caller = caller.f_back  # this thread's own frames
+        if caller is not None:
+            sys.setprofile(None)
+            landed.append(f"{frame.f_code.co_name}: {name}")
+            raise KeyboardInterrupt
+
+    sys.setprofile(ctrl_c_in_the_wait)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            t.stop()
+    finally:
+        sys.setprofile(None)
+    assert landed, "stop() never waited"
+    assert t.is_alive()
+    with pytest.raises(
+        TimeoutError,
+        match=exactly("periodic thread 'interrupted' did not stop within 0.01 seconds"),
+    ):
+        t.stop(timeout=0.01)  # the tick cannot end: release is not set
+    release.set()
+    t.stop()
+    assert t.state is ThreadState.SUCCEEDED
+    assert not t.is_alive()
     assert t.result().ticks == 1
 
 

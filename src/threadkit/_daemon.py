@@ -13,10 +13,11 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from types import FrameType
 from typing import Any, Literal, TypeAlias, TypeVar, TypeVarTuple, final
 
-from ._cancel import Cancelled, _check_seconds
+from ._cancel import _SIGNAL_SLICE, Cancelled, _check_seconds
 from ._thread import ManagedThread, ThreadState
 
 __all__ = [
@@ -50,9 +51,6 @@ class _Entry:
         # is_alive() lies afterwards (python/cpython#90882, fixed in 3.13).
         self.done = threading.Event()
 
-
-#: The longest a wait at exit delays a signal handler (see _wait).
-_SIGNAL_LATENCY = 0.05
 
 _lock = threading.Lock()
 # Registered daemons, in start order (dicts keep it).
@@ -114,12 +112,7 @@ def spawn_daemon(
     thread: ManagedThread[R] = ManagedThread(target=fn, args=args, name=name, daemon=True)
     if name is None:
         thread.name = _default_name(thread.name, fn)
-    _register(thread, grace)
-    try:
-        thread.start()
-    except BaseException:
-        _unregister(thread)
-        raise
+    _start_registered(thread, thread.start, grace)
     return thread
 
 
@@ -297,12 +290,16 @@ def _start_registered(thread: ManagedThread[Any], start: Callable[[], None], gra
     """Start a daemon-by-default thread, registering it when it is a daemon nobody owns."""
     # A thread owned by a Supervisor (its _tk_on_done is set) is stopped by its owner instead.
     register = thread.daemon and thread._tk_on_done is None and thread.state is ThreadState.CREATED
-    if register:
-        _register(thread, grace)
     try:
+        # Inside the try: a Ctrl-C that lands between registering and starting must not leave
+        # a thread that never runs in the registry (exit would wait its grace for nothing).
+        if register:
+            _register(thread, grace)
         start()
     except BaseException:
-        # FAILED: this start failed to make the thread; RUNNING: another start() won the race.
+        # CREATED: interrupted before the start, or refused at exit; FAILED: this start failed
+        # to make the thread. RUNNING: the thread runs, so it stays registered (a Ctrl-C that
+        # landed while start() waited for the new thread, or another start() won the race).
         if register and thread.state is not ThreadState.RUNNING:
             _unregister(thread)
         raise
@@ -339,15 +336,17 @@ def _wait(event: threading.Event, deadline: float) -> None:
         left = deadline - time.monotonic()
         if left <= 0:
             return
-        event.wait(min(left, _SIGNAL_LATENCY))
+        event.wait(min(left, _SIGNAL_SLICE))
 
 
 def _at_exit() -> None:
     global _exiting, _exit_done
-    with _lock:
-        _exiting = True
-        daemons = dict(_registry)
+    daemons: dict[ManagedThread[Any], _Entry] = {}
     try:
+        # Inside the try: a second Ctrl-C may land anywhere, and must still end the hook.
+        with _lock:
+            _exiting = True
+            daemons = dict(_registry)
         stragglers = _shutdown(None, "interpreter exit")
     except (KeyboardInterrupt, SystemExit):
         # A second Ctrl-C or SIGTERM (see handle_signals) during the grace period: stop waiting.
@@ -409,7 +408,11 @@ class _Schedule:
 
     def due(self) -> float:
         """When the next tick is due."""
-        return self.start + self.next * self.interval
+        try:
+            return self.start + self.next * self.interval
+        except OverflowError:
+            # A subnormal interval: the index is past the float range, the product is not.
+            return self.start + float(self.next * Fraction(self.interval))
 
     def begin(self, now: float) -> int:
         """The next tick starts at ``now`` (not before it is due): return its index.
@@ -428,7 +431,13 @@ class _Schedule:
         self.next = following
 
     def _slot(self, now: float) -> int:
-        return math.floor((now - self.start) / self.interval)
+        elapsed = now - self.start
+        slot = elapsed / self.interval
+        if math.isinf(slot):
+            # A subnormal interval (5e-324 is finite and > 0): the quotient overflows a float,
+            # so compute the slot exactly instead.
+            return math.floor(Fraction(elapsed) / Fraction(self.interval))
+        return math.floor(slot)
 
 
 @final
@@ -562,7 +571,8 @@ class PeriodicThread(ManagedThread[PeriodicStatistics]):
         itself, it does not wait.
 
         Args:
-            timeout: how long to wait, in seconds; ``None`` waits for the end.
+            timeout: how long to wait, in seconds; ``None`` (or more than
+                :data:`threading.TIMEOUT_MAX`) waits for the end.
 
         Raises:
             TimeoutError: the thread is still running after ``timeout`` seconds
@@ -575,10 +585,14 @@ class PeriodicThread(ManagedThread[PeriodicStatistics]):
         self._tk_stop_token.cancel("stop() was called")
         if self.ident is None or self is threading.current_thread():
             return
-        self.join(timeout)
-        if self.is_alive():
+        # exception() waits on the lifecycle rather than join(): on 3.11 and 3.12 a join() that
+        # a Ctrl-C interrupts marks the running thread as stopped (python/cpython#90882), and
+        # a later stop() would return at once. A timeout past TIMEOUT_MAX is no deadline.
+        try:
+            self.exception(timeout)
+        except TimeoutError:
             msg = f"periodic thread {self.name!r} did not stop within {timeout!r} seconds"
-            raise TimeoutError(msg)
+            raise TimeoutError(msg) from None
 
     def run(self) -> PeriodicStatistics:  # type: ignore[override]
         """Call ``fn`` at every tick until stopped or cancelled; return the final statistics."""

@@ -516,6 +516,9 @@ class Supervisor(ManagedThread[SupervisorStatistics]):
         if decision == "give_up":
             raise self._tk_give_up_error(slot, outcome, exc)
         for j in decision.stop:
+            # A sibling still waiting for its (re)start is stopped by forgetting it; one that
+            # the decision restarts is queued again below (a temporary one never is).
+            self._tk_pending.pop(j, None)
             self._tk_stop_child(j)
         when = time.monotonic() + decision.delay
         for j in decision.start:
