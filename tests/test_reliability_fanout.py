@@ -1955,7 +1955,7 @@ def _close_entry_case(path: str) -> tuple[Recorder, Callable[[], object], SweepP
     rec = Recorder(["ok", "wait", "ok"])
     running = rec.triggers[1] = threading.Event()
     pool = ThreadPoolExecutor(2, thread_name_prefix="fi-pool") if path == "pool" else None
-    closer = _Exec._close if pool is not None else _Call._close
+    closer = _Exec._close_once if pool is not None else _Call._close_once
 
     def call() -> None:
         with as_current(rec):
@@ -2018,7 +2018,7 @@ def test_ctrl_c_as_a_call_finishes_closing_leaves_no_token_registered(path: str)
     rec = Recorder(["ok"] * 4)
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(2)) if path == "pool" else None
-        closer = _Exec._close if pool is not None else _Call._close
+        closer = _Exec._close_once if pool is not None else _Call._close_once
 
         def call() -> None:
             with as_current(rec):
@@ -2248,7 +2248,7 @@ def test_a_second_ctrl_c_while_closing_abandons_at_once_yet_cleans_up(path: str)
     release = threading.Event()
     tokens: list[CancelToken] = []
     pool = ThreadPoolExecutor(2, thread_name_prefix="fi-pool") if path == "pool" else None
-    closer = _Exec._close if pool is not None else _Call._close
+    closer = _Exec._close_once if pool is not None else _Call._close_once
     waiting = _waiting_under((_Exec._drain if pool is not None else _Call._shutdown).__code__)
     parent = CancelToken()
     reset = _cancel._current.set(parent)

@@ -284,9 +284,19 @@ class ExecutorCall(Generic[T, R]):
         """Cancel what has not started, wait for what runs; return the late outcomes and
         what the call must raise.
 
-        Idempotent: a Ctrl-C that lands in it makes the front end run it again with that
-        KeyboardInterrupt as the error.
+        A Ctrl-C that lands while closing (anywhere, also outside the waits) closes again
+        with that KeyboardInterrupt as the error: closing is idempotent.
         """
+        while True:
+            try:
+                return self._close_once(error, stacklevel=stacklevel + 1)
+            except KeyboardInterrupt as again:
+                error = again
+
+    def _close_once(
+        self, error: BaseException | None, *, stacklevel: int
+    ) -> tuple[list[_Outcome], BaseException | None]:
+        """One attempt of :meth:`_close`."""
         abandon = False
         if error is not None:
             if isinstance(error, KeyboardInterrupt):

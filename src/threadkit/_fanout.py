@@ -714,10 +714,21 @@ class _Call(Generic[T, R]):
     ) -> tuple[list[tuple[int, list[Any], set[int] | None]], BaseException | None]:
         """Stop and join the workers; return the late chunks and what the call must raise.
 
-        Idempotent: a Ctrl-C that lands in it makes the front end run it again with that
-        KeyboardInterrupt as the error, which cancels, waits (within ``grace``) and releases
-        whatever the first run did not.
+        A Ctrl-C that lands while closing (anywhere, also outside the waits) closes again with
+        that KeyboardInterrupt as the error: closing is idempotent, and a second Ctrl-C
+        only stops the waiting, never the clean-up.
         """
+        while True:
+            try:
+                return self._close_once(error)
+            except KeyboardInterrupt as again:
+                error = again
+
+    def _close_once(
+        self, error: BaseException | None
+    ) -> tuple[list[tuple[int, list[Any], set[int] | None]], BaseException | None]:
+        """One attempt of :meth:`_close`; cancels, waits (within ``grace``) and releases
+        whatever an earlier, interrupted attempt did not."""
         abandon = False
         if error is not None:
             if isinstance(error, KeyboardInterrupt):
@@ -823,7 +834,7 @@ class _Call(Generic[T, R]):
             f"fan-out {self._name!r} abandoned {len(names)} thread(s) running tasks that "
             f"ignored cancellation for {self._grace} s: {what} in {', '.join(sorted(names))}",
             ResourceWarning,
-            stacklevel=4,
+            stacklevel=5,  # _warn_abandoned, _close_once, _close, the front end: the caller
         )
 
     # -- the workers' side ----------------------------------------------------------------
