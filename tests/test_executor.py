@@ -836,3 +836,40 @@ def test_example_without_dask_runs_on_the_process_pool_only(tmp_path: Path) -> N
     lines = done.stdout.splitlines()
     assert lines[0].startswith("process pool: 6 tasks in ")
     assert lines[1:] == ["dask: not installed (pip install 'threadkit[dask]'), skipped"]
+
+
+class _InterruptedInSubmit(ThreadPoolExecutor):
+    """A pool whose submit() receives a SIGINT just after it made the future, as a Ctrl-C
+    landing inside ThreadPoolExecutor.submit would (where it can break the pool's locks)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.futures: list[Future[Any]] = []
+        self.completed = 0  # submit() calls that ran to their end
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        signal.raise_signal(signal.SIGINT)
+        self.completed += 1
+        return future
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="signals are handled in the main thread",
+)
+def test_ctrl_c_is_held_back_until_the_executor_submit_returns() -> None:
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    pool = _InterruptedInSubmit()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fan_out_and_join(threadkit.sleep, [60.0], executor=pool)
+        # The interrupt ran the handler only once submit() had returned and the call had
+        # recorded the future: so the call cancelled the task and waited for it.
+        assert pool.completed == 1
+        assert len(pool.futures) == 1
+        assert pool.futures[0].done()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        pool.shutdown(wait=True)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import queue
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
+from types import FrameType
 from typing import Any, Generic, TypeGuard, TypeVar
 
 from ._cancel import Cancelled, CancelToken, _current, _get, _lock_timeout
@@ -208,14 +211,17 @@ class ExecutorCall(Generic[T, R]):
                 return
             index = self._read
             self._read = index + 1
-            # The submit and its bookkeeping on one line, so that a Ctrl-C (which lands
-            # between lines) cannot separate them; _drain catches up with one that lands
-            # before the done callback is added.
-            if base is None:
-                pending[index] = (future := submit(fn, item), item)
-            else:
-                pending[index] = (future := submit(base.copy().run, fn, item), item)
-            future.add_done_callback(functools.partial(notify, index))
+            # Ctrl-C is held back until the future is recorded: the executor's submit() is not
+            # interrupt-safe (a KeyboardInterrupt inside ThreadPoolExecutor.submit can leave
+            # one of the pool's locks held, and its shutdown hangs for ever). Besides, the
+            # submit and its bookkeeping share one line, and _drain catches up with a future
+            # whose done callback was never added.
+            with _SigintDeferred():
+                if base is None:
+                    pending[index] = (future := submit(fn, item), item)
+                else:
+                    pending[index] = (future := submit(base.copy().run, fn, item), item)
+                future.add_done_callback(functools.partial(notify, index))
 
     def _notify(self, index: int, _: Future[R]) -> None:
         # A done callback: runs in the executor's thread (or at once, in the calling thread,
@@ -428,6 +434,41 @@ class ExecutorCall(Generic[T, R]):
             ResourceWarning,
             stacklevel=level,
         )
+
+
+class _SigintDeferred:
+    """Hold back SIGINT's Python handler (Ctrl-C) in the main thread until the block ends.
+
+    A SIGINT that arrives meanwhile is recorded, and the handler runs as the block is
+    left (so a ``KeyboardInterrupt`` is raised there, after the block's last statement).
+    Outside the main thread, or when SIGINT has no Python handler, it does nothing.
+    """
+
+    __slots__ = ("_pending", "_previous")
+
+    def __init__(self) -> None:
+        self._previous: Callable[[int, FrameType | None], Any] | None = None
+        self._pending: int | None = None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            self._previous = handler  # before the swap: __exit__ only undoes a swap made
+            signal.signal(signal.SIGINT, self._record)
+
+    def _record(self, signum: int, _: FrameType | None) -> None:
+        if self._pending is None:
+            self._pending = signum
+
+    def __exit__(self, *exc_info: object) -> None:
+        previous = self._previous
+        if previous is None:
+            return
+        signal.signal(signal.SIGINT, previous)
+        if self._pending is not None:
+            previous(self._pending, sys._getframe(1))
 
 
 def _put(slots: list[Any], index: int, value: object) -> None:
