@@ -1910,17 +1910,54 @@ class MainWatcher:
         self._thread.join()
 
 
+#: Set when the calling thread enters ExecutorCall._drain (see _InterruptInDrain).
+DRAINING = threading.Event()
+
+
 def _fail_first(x: int) -> int:
     if x == 0:
         raise TaskError(x)
-    if x == 1:  # runs until the failure cancels it
-        # Registered after the call's own wake-up callback, so it runs after it: the call's
-        # queue holds that wake-up before this task can end (the drain's get() #1, then #2).
+    if x == 1:  # runs until the failure cancels it, and ends only once the call drains
         woken = threading.Event()
         threadkit.current_token().on_cancel(woken.set)
         woken.wait(HANG)
+        DRAINING.wait(HANG)  # so its index reaches the call in _drain, never before
         threadkit.check_cancelled()
     return x
+
+
+class _InterruptInDrain:
+    """A profile hook: sets DRAINING when the calling thread enters ExecutorCall._drain, and
+    raises KeyboardInterrupt as the first ``_get`` there returns a future's index (not a
+    wake-up): the index is dropped, exactly as when a real SIGINT lands just after it."""
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> None:
+        if self.fired:
+            return
+        code = frame.f_code
+        if event == "call" and code is _Exec._drain.__code__:
+            DRAINING.set()
+        elif event == "return" and code is _GET and arg is not None:
+            caller = frame.f_back
+            if caller is not None and caller.f_code is _Exec._drain.__code__:
+                self.fired = True
+                sys.setprofile(None)
+                raise KeyboardInterrupt
+
+    def run(self, fn: Callable[[], object]) -> BaseException | None:
+        DRAINING.clear()
+        sys.setprofile(self)
+        try:
+            fn()
+        except BaseException as error:  # judged by the caller
+            return error
+        finally:
+            sys.setprofile(None)
+            DRAINING.set()  # whatever happened, task 1 must not wait for it
+        return None
 
 
 def _run_with_line_interrupt(point: SweepPoint, fn: Callable[[], object]) -> BaseException | None:
@@ -1959,8 +1996,8 @@ def test_ctrl_c_while_collecting_results_loses_no_finished_future(where: str) ->
         if where == "after-get-in-_wait":
             error = InterruptAfterCall(_Exec._wait.__code__, "get", via=_GET).run(call)
         elif where == "after-get-in-_drain":
-            fn = _fail_first  # the drain's first get() is the failure's wake-up, the 2nd item 1
-            error = InterruptAfterCall(_Exec._drain.__code__, "get", 2, via=_GET).run(call)
+            fn = _fail_first  # item 1 ends once the failure cancelled it and the call drains
+            error = _InterruptInDrain().run(call)
         elif where == "before-add_done_callback":
             error = _run_with_line_interrupt(point_at(_Exec._submit, "add_done_callback"), call)
         else:
