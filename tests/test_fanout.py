@@ -49,17 +49,21 @@ def test_unordered_join_is_a_permutation() -> None:
 
 
 def test_unordered_join_is_in_completion_order() -> None:
-    # Item 0 waits until item 1 has finished: completion order is 1, 0.
-    one_done = threading.Event()
+    # Item 0 waits until the caller has received item 1's result (on_progress runs in the
+    # caller's thread once a result is in): completion order is 1, 0. Setting the event from
+    # item 1 itself would race: item 0 could hand its result back before item 1 does.
+    one_received = threading.Event()
+
+    def progress(done: int, total: int | None) -> None:
+        one_received.set()
 
     def task(x: int) -> int:
         if x == 0:
-            assert one_done.wait(SAFETY)
-        else:
-            one_done.set()
+            assert one_received.wait(SAFETY)
         return x
 
-    assert fan_out_and_join(task, [0, 1], max_workers=2, ordered=False) == [1, 0]
+    got = fan_out_and_join(task, [0, 1], max_workers=2, ordered=False, on_progress=progress)
+    assert got == [1, 0]
 
 
 def test_stream_yields_in_input_order() -> None:
