@@ -233,6 +233,36 @@ def test_items_are_read_by_the_calling_thread() -> None:
     assert readers == {threading.current_thread().name}
 
 
+def test_the_items_read_get_workers_before_the_iterable_blocks() -> None:
+    # The generator yields item 2 only once items 0 and 1 run at the same time: the workers
+    # for the items already read must not wait for the next read.
+    both_running = threading.Barrier(3, timeout=SAFETY)
+
+    def items() -> Iterator[int]:
+        yield 0
+        yield 1
+        both_running.wait()
+        yield 2
+
+    def task(x: int) -> int:
+        if x < 2:
+            both_running.wait()
+        return x
+
+    assert fan_out_and_join(task, items(), max_workers=4) == [0, 1, 2]
+
+
+def test_a_sized_input_starts_a_worker_per_batch_that_waits() -> None:
+    # A list is read before the workers beyond the first start; each batch still gets one.
+    all_running = threading.Barrier(4, timeout=SAFETY)
+
+    def task(x: int) -> int:
+        all_running.wait()
+        return x
+
+    assert fan_out_and_join(task, [0, 1, 2, 3], max_workers=8) == [0, 1, 2, 3]
+
+
 # -- errors ------------------------------------------------------------------------------------
 
 

@@ -56,6 +56,16 @@ _MAX_GROWTH = 16
 _MAX_IN_FLIGHT = 1 << 16
 #: Batches queued or running, per worker.
 _BATCHES_PER_WORKER = 4
+#: Time spent reading a sized ``items`` after which the caller starts another worker before it
+#: reads on. Starting a thread costs the caller ~0.1-0.3 ms; a worker started after each batch
+#: read finds just that batch in the queue, and the workers that are done wait for the next
+#: start's batch: the tasks run at the pace of thread start-up (the ramp of
+#: ThreadPoolExecutor). So, for a list or a range, the caller reads the window first
+#: (microseconds) and then starts the workers, every one busy from its start; a sequence slow
+#: to read gets a worker per this much reading, so that the items read do not wait for it.
+#: An iterator without ``len()`` (a generator may block between items) gets a worker per
+#: batch at once, as long as no idle worker took the batch.
+_SPAWN_AFTER = 0.5e-3
 
 #: How long shutdown waits for a worker whose start() was interrupted to be running.
 _STARTING_GRACE = 1.0
@@ -590,6 +600,11 @@ class _Call(Generic[T, R]):
             # Smaller batches towards the end, so the last ones spread over every worker.
             size = min(size, max(1, (self._total - self._read) // max_outstanding))
         full = False
+        todo = self._todo
+        # A generator may block between items: then each batch read gets a worker at once.
+        defer = self._total is not None
+        clock = time.perf_counter
+        reading = 0.0  # seconds spent in `items` since the last worker started
         while True:
             if (
                 self._outstanding >= max_outstanding
@@ -597,22 +612,36 @@ class _Call(Generic[T, R]):
             ):
                 full = True
                 break
+            began = clock()
             batch = list(itertools.islice(self._items, size))
+            reading += clock() - began
             if batch:
                 if len(batch) > 1:
                     self._splittable = True
-                self._todo.put((self._read, batch))
+                todo.put((self._read, batch))
                 self._read += len(batch)
                 self._outstanding += 1
-                # A worker per queued batch, up to max_workers, started at once: a slow
-                # `items` must not hold up the tasks of the items already read.
-                if self._started < workers and self._started < self._outstanding:
+                # A worker for this batch, unless an idle one took it. With a sized `items`,
+                # only the first at once and the others once the window is read, or as soon
+                # as reading turns out slow: see _SPAWN_AFTER.
+                if (
+                    self._started < workers
+                    and self._started < self._outstanding
+                    and (not defer or self._started == 0 or reading >= _SPAWN_AFTER)
+                    and not todo.empty()
+                ):
+                    reading = 0.0
                     self._started += 1
                     self._spawn()
             if len(batch) < size:
                 self._exhausted = True
                 break
         self._window_full = full
+        # The same for the batches queued meanwhile: once the workers started keep the queue
+        # empty, another one would only cost the caller time.
+        while self._started < workers and self._started < self._outstanding and not todo.empty():
+            self._started += 1
+            self._spawn()
 
     def _receive(self) -> list[_Message]:
         """Wait until there is something to do; return the messages that arrived.
