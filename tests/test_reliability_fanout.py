@@ -26,6 +26,7 @@ import random
 import sys
 import threading
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -172,9 +173,16 @@ class Watchdog:
         failure"): an ExecutorCall waiting without limit for futures that have all finished,
         whose done-callback indices a Ctrl-C dropped. Without this it would wait for ever."""
         ident = threading.main_thread().ident
-        frame = sys._current_frames().get(ident) if ident is not None else None
-        while frame is not None and frame.f_code is not _executor.ExecutorCall._drain.__code__:
+        frame: object = sys._current_frames().get(ident) if ident is not None else None
+        # The main thread runs on while this walks its frames, and under --shake CPython 3.11
+        # was seen to hand back a non-frame from f_back mid-walk (AttributeError on f_code):
+        # anything but a frame ends the walk, and the next poll looks again.
+        while isinstance(frame, types.FrameType) and (
+            frame.f_code is not _executor.ExecutorCall._drain.__code__
+        ):
             frame = frame.f_back
+        if not isinstance(frame, types.FrameType):
+            frame = None
         call = frame.f_locals.get("self") if frame is not None else None
         stuck = (
             frame is not None
