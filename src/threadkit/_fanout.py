@@ -822,7 +822,10 @@ class _Call(Generic[T, R]):
     def _shutdown(self, *, bounded: bool, abandon: bool = False) -> BaseException | None:
         """Stop the workers and wait for them (within ``grace`` when bounded, not at all when
         abandoning); return a Ctrl-C that landed meanwhile."""
-        self._todo.put(None)
+        # One stop per worker, so that they all end at once; each also passes one on (see
+        # _serve), for a worker whose start() is still under way.
+        for _ in range(max(1, len(self._threads))):
+            self._todo.put(None)
         interrupt: BaseException | None = None
         deadline = None
         if abandon:
