@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dis
+import gc
 import inspect
 import json
 import linecache
@@ -257,6 +258,24 @@ def add_blocking_lines(
         msg = f"snippet {snippet!r} not found in {code.co_qualname}: update the harness"
         raise LookupError(msg)
     _BLOCKING_LINES[code] = _BLOCKING_LINES.get(code, frozenset()) | lines
+
+
+def current_frames() -> dict[int, FrameType]:
+    """``sys._current_frames()`` with the cyclic collector off while it runs.
+
+    On CPython 3.11 it holds the runtime's thread-list lock while it makes frame objects; a
+    collection started by one of those allocations can free a ``threading.local``, whose
+    dealloc takes that lock again: the thread deadlocks holding the GIL, and no timeout can
+    fire (python/cpython#106883; seen here as a --shake run that never ended). Keeping the
+    collector off for the call is the fix CPython chose for 3.12.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class MainWatch:

@@ -30,6 +30,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import threadkit
+from _harness import current_frames
 from threadkit import (
     ChildSpec,
     ManagedThread,
@@ -438,7 +439,7 @@ HUGE_IDS = ["inf", "1e10", "float_max"]
 
 def _main_in(*codes: Any) -> bool:
     ident = threading.main_thread().ident
-    frame = sys._current_frames().get(ident) if ident is not None else None
+    frame = current_frames().get(ident) if ident is not None else None
     while frame is not None:
         if frame.f_code in codes:
             return True

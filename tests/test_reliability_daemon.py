@@ -43,7 +43,7 @@ from hypothesis.stateful import (
 )
 
 import threadkit
-from _harness import STRESS, Interrupt, SoakCounters
+from _harness import STRESS, Interrupt, SoakCounters, current_frames
 from threadkit import (
     Cancelled,
     ChildSpec,
@@ -870,7 +870,7 @@ def no_gc_callbacks() -> Iterator[None]:
 def _blocked_in_shutdown_wait() -> bool:
     """The main thread waits inside _daemon._wait (shutdown_daemons' wait for a daemon)."""
     ident = threading.main_thread().ident
-    frame = sys._current_frames().get(ident) if ident is not None else None
+    frame = current_frames().get(ident) if ident is not None else None
     codes = []
     while frame is not None:
         codes.append(frame.f_code)

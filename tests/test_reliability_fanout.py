@@ -46,7 +46,7 @@ from hypothesis.stateful import (
 )
 
 import threadkit
-from _harness import STRESS, Interrupt, SoakCounters
+from _harness import STRESS, Interrupt, SoakCounters, current_frames
 from threadkit import (
     Cancelled,
     CancelToken,
@@ -173,7 +173,7 @@ class Watchdog:
         failure"): an ExecutorCall waiting without limit for futures that have all finished,
         whose done-callback indices a Ctrl-C dropped. Without this it would wait for ever."""
         ident = threading.main_thread().ident
-        frame: object = sys._current_frames().get(ident) if ident is not None else None
+        frame: object = current_frames().get(ident) if ident is not None else None
         # The main thread runs on while this walks its frames, and under --shake CPython 3.11
         # was seen to hand back a non-frame from f_back mid-walk (AttributeError on f_code):
         # anything but a frame ends the walk, and the next poll looks again.
@@ -1899,7 +1899,7 @@ class MainWatcher:
         ident = threading.main_thread().ident
         deadline = time.monotonic() + HANG
         while not self._stop.wait(0.0005) and time.monotonic() < deadline:
-            frame = sys._current_frames().get(ident) if ident is not None else None
+            frame = current_frames().get(ident) if ident is not None else None
             frames = []
             while frame is not None:
                 frames.append(frame)
@@ -2328,7 +2328,7 @@ def test_a_second_ctrl_c_while_closing_abandons_at_once_yet_cleans_up(path: str)
 
     def main_frames() -> list[Any]:
         ident = threading.main_thread().ident
-        frame = sys._current_frames().get(ident) if ident is not None else None
+        frame = current_frames().get(ident) if ident is not None else None
         frames = []
         while frame is not None:
             frames.append(frame)
@@ -2574,7 +2574,7 @@ def test_ctrl_c_in_the_join_of_a_running_worker_still_waits_grace_for_it() -> No
     def joining() -> bool:
         """The main thread waits in _shutdown for the worker that runs task 1."""
         ident = threading.main_thread().ident
-        frame = sys._current_frames().get(ident) if ident is not None else None
+        frame = current_frames().get(ident) if ident is not None else None
         frames = []
         while frame is not None:
             frames.append(frame)

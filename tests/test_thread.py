@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextvars
 import signal
-import sys
 import threading
 from typing import Any
 
 import pytest
 
 import threadkit
+from _harness import current_frames
 from threadkit import Cancelled, CancelToken, ManagedThread, ThreadState
 
 pytestmark = pytest.mark.shake
@@ -369,7 +369,7 @@ def test_result_after_a_signal_interrupted_join_still_waits() -> None:
         # The bug needs the signal to land while join() waits: watch the main thread's frame.
         pause = threading.Event()
         while True:
-            frame = sys._current_frames().get(main)
+            frame = current_frames().get(main)
             code = frame.f_code if frame is not None else None
             in_join = code is not None and code.co_filename == threading.__file__
             if in_join and code.co_name in {"join", "_wait_for_tstate_lock"}:
