@@ -356,6 +356,17 @@ class MainWatch:
 
 
 MAIN_WATCH = MainWatch()
+_HOOK_CODE = MainWatch._hook.__code__
+
+
+def _in_watch_hook(frame: FrameType | None) -> bool:
+    """Whether ``frame`` (where the main thread was when a signal was handled) is in the watch's
+    profile hook."""
+    while frame is not None:
+        if frame.f_code is _HOOK_CODE:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def blocked_in(function: Callable[..., object] | CodeType) -> Callable[[], bool]:
@@ -449,12 +460,25 @@ class Interrupt:
         self._abandoned = False
         self._stop = threading.Event()
         self._resend = threading.Event()  # set once the handler ran: stop re-sending
+        self._retry = threading.Event()  # wakes the re-sending helper (set with _resend too)
+        #: Signals the handler did not act on because they came in the watch's profile hook.
+        self.deferred = 0
         self._helper = threading.Thread(target=self._deliver, name="interrupter", daemon=True)
         self._previous: Any = None
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.handled:
             return  # a re-sent signal that arrived after all: one interrupt only
+        if _in_watch_hook(frame):
+            # Python runs signal handlers inside the profile hook too, and an exception from
+            # there lands where no real Ctrl-C can: before the call of a `with` block's
+            # __exit__, say, which leaves its lock held (on 3.12 threading's
+            # _active_limbo_lock stayed taken and the next thread to end hung). Have the helper
+            # send it again (not this thread: its pthread_kill would run this handler again
+            # at once, still in the hook); the main thread handles it after the hook returns.
+            self.deferred += 1
+            self._retry.set()
+            return
         self.handled = True
         self.landed = _describe(frame, self.files)
         raise KeyboardInterrupt
@@ -481,7 +505,9 @@ class Interrupt:
         # press Ctrl-C again; so does this helper (the handler acts on the first one only).
         deadline = time.monotonic() + JOIN_TIMEOUT
         while not self.handled and time.monotonic() < deadline:
-            if self._resend.wait(0.05):
+            self._retry.wait(0.05)
+            self._retry.clear()
+            if self._resend.is_set():
                 return
             if not self.handled:
                 SOAK.add(signals_resent=1)
@@ -507,7 +533,7 @@ class Interrupt:
                 # It landed after the block but inside the protected region: the caller saw it.
                 if self.error is None:
                     self.error = late
-            self._resend.set()
+            self._stop_resending()
             self._helper.join()
             if self.sent:
                 # A re-sent signal may still be on its way: let it reach this (now inert)
@@ -516,17 +542,21 @@ class Interrupt:
                 _noop()
         finally:
             # Whatever happened, the next test starts with pytest's handler and no watch.
-            self._resend.set()
+            self._stop_resending()
             signal.signal(signal.SIGINT, self._previous)
             MAIN_WATCH.__exit__()
         if self.sent:
             SOAK.add(interrupts_delivered=1)
         return True
 
+    def _stop_resending(self) -> None:
+        self._resend.set()
+        self._retry.set()
+
     def _settle(self) -> None:
         self._stop.set()
         if self.handled:
-            self._resend.set()
+            self._stop_resending()
         with self._lock:
             self._abandoned = True
             sent = self.sent

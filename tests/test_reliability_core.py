@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import CodeType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -41,6 +42,7 @@ from hypothesis.stateful import (
 import threadkit
 from _harness import (
     JOIN_TIMEOUT,
+    MAIN_WATCH,
     SOAK,
     SOAK_REPORT,
     STRESS,
@@ -1703,6 +1705,52 @@ def test_known_ctrl_c_window(window: str) -> None:
     injection, problems = run_injected(SWEEP_SCENARIOS[name][0], point)
     assert injection.fired
     assert not problems, f"{name}: {point}: {problems}"
+
+
+def test_a_ctrl_c_is_never_raised_from_inside_the_watch_hook() -> None:
+    """The harness's own Ctrl-C lands in the program, never in its profile hook.
+
+    Raised from the hook it would land where no real Ctrl-C can: before the call of a ``with``
+    block's ``__exit__``, leaving its lock held (on 3.12 threading's thread-table lock stayed
+    taken, and the next thread to end hung a --shake run). Here the signal arrives while the
+    hook runs, deterministically: the hook's bookkeeping waits in it until the handler ran.
+    """
+    in_hook = threading.Event()
+
+    class Stalling(dict[CodeType, int]):
+        """MAIN_WATCH's call counts; the first lookup stays in the hook until a SIGINT came."""
+
+        def get(self, key: CodeType, default: int = 0) -> int:  # type: ignore[override]
+            if not in_hook.is_set():
+                in_hook.set()
+                deadline = time.monotonic() + JOIN_TIMEOUT
+                while interrupt.deferred == 0 and time.monotonic() < deadline:
+                    pass  # a loop: the handler runs here, in the hook
+            return super().get(key, default)
+
+    def called() -> None:
+        pass
+
+    with Interrupt(in_hook.is_set) as interrupt:
+        saved = MAIN_WATCH.active
+        MAIN_WATCH.active = Stalling(saved)
+        try:
+            called()  # its call event runs the hook
+            deadline = time.monotonic() + JOIN_TIMEOUT
+            while not interrupt.handled and time.monotonic() < deadline:
+                pass  # the re-sent signal lands here
+        finally:
+            MAIN_WATCH.active = dict(MAIN_WATCH.active)
+    assert interrupt.handled
+    assert isinstance(interrupt.error, KeyboardInterrupt)
+    where = []
+    tb = interrupt.error.__traceback__
+    while tb is not None:
+        where.append(tb.tb_frame.f_code.co_qualname)
+        tb = tb.tb_next
+    assert "MainWatch._hook" not in where, where
+    assert where[0] == "test_a_ctrl_c_is_never_raised_from_inside_the_watch_hook", where
+    assert interrupt.deferred >= 1
 
 
 # =================================================================================================
