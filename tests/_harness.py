@@ -260,6 +260,30 @@ def add_blocking_lines(
     _BLOCKING_LINES[code] = _BLOCKING_LINES.get(code, frozenset()) | lines
 
 
+def ctrl_c_masked_in_start(
+    monkeypatch: Any, which: Callable[[threading.Thread], bool]
+) -> list[threading.Thread]:
+    """Make ``Thread.start()``, for the threads ``which`` picks, end the way CPython's
+    ``Condition.wait`` race makes it end when a Ctrl-C lands in its wait for the new thread:
+    the thread runs, and ``start()`` raises ``RuntimeError("release unlocked lock")`` with the
+    KeyboardInterrupt as its context. Returns the threads so started."""
+    real = threading.Thread.start
+    masked: list[threading.Thread] = []
+
+    def start(self: threading.Thread) -> None:
+        real(self)
+        if which(self):
+            masked.append(self)
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                msg = "release unlocked lock"
+                raise RuntimeError(msg)  # noqa: B904  # the context is the point
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    return masked
+
+
 def current_frames() -> dict[int, FrameType]:
     """``sys._current_frames()`` with the cyclic collector off while it runs.
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import threadkit
-from threadkit import Cancelled, CancelToken
+from threadkit import Cancelled, CancelToken, _cancel
 
 
 def test_new_token_is_live() -> None:
@@ -340,3 +340,28 @@ def test_a_deep_chain_of_children_is_cancelled_without_recursion() -> None:
     assert woke == [True]
     assert all(t.reason == "deep" for t in chain)
     assert all(not t._callbacks for t in chain)
+
+
+class _MaskingEvent(threading.Event):
+    """An Event whose wait() fails as CPython's Condition.wait race makes it fail when a Ctrl-C
+    lands between its giving the lock up and its ``try``."""
+
+    def __init__(self, context: BaseException) -> None:
+        super().__init__()
+        self.context = context
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            raise self.context
+        except BaseException:
+            msg = "release unlocked lock"
+            raise RuntimeError(msg)  # noqa: B904  # the context is the point
+
+
+def test_a_wait_raises_the_ctrl_c_that_condition_wait_turned_into_runtimeerror() -> None:
+    interrupt = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt) as caught:
+        _cancel._wait(_MaskingEvent(interrupt), 1.0)
+    assert caught.value is interrupt
+    with pytest.raises(RuntimeError, match=r"^release unlocked lock$"):  # no Ctrl-C behind it
+        _cancel._wait(_MaskingEvent(ValueError()), 1.0)

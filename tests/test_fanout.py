@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import threadkit
+from _harness import ctrl_c_masked_in_start
 from threadkit import Cancelled, CancelToken, FanOutError, fan_out, fan_out_and_join
 
 pytestmark = pytest.mark.shake
@@ -642,3 +643,45 @@ def test_results_survive_a_timeout(on_pool: bool) -> None:
     assert isinstance(group, FanOutError)
     assert list(group.failed) == [0]
     assert group.results == [None, 10, None]
+
+
+def test_a_ctrl_c_that_a_worker_start_turned_into_runtimeerror_stops_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPython's Condition.wait race turns a Ctrl-C in Thread.start's wait for a new worker
+    into RuntimeError("release unlocked lock"), which fan-out used to take for "out of
+    threads": the Ctrl-C was lost and the running worker dropped from the shutdown. It is a
+    Ctrl-C: the call raises it, and joins that worker too."""
+    masked = ctrl_c_masked_in_start(monkeypatch, lambda t: t.name == "masked-1")
+
+    def task(x: int) -> int:
+        threadkit.current_token().wait(2)  # until the call is cancelled (2 s: a bound only)
+        return x
+
+    with pytest.raises(KeyboardInterrupt):
+        fan_out_and_join(task, iter(range(20)), max_workers=4, name="masked")
+    assert len(masked) == 1
+    assert not masked[0].is_alive()
+
+
+def test_a_ctrl_c_before_a_worker_thread_exists_leaves_no_thread_behind() -> None:
+    """A Ctrl-C in a worker's Thread.start() before its OS thread exists: the call raises it,
+    and threading does not list that thread (never to run) for ever."""
+    from _harness import LineInjector, Point, Window
+
+    start = threading.Thread.start.__code__
+    line = Window("Thread.start", "_start_").lines(start).start
+    second_start = Point(start.co_filename, line, start.co_qualname, hit=2)
+
+    def task(x: int) -> int:
+        threadkit.current_token().wait(2)  # until the call is cancelled (2 s: a bound only)
+        return x
+
+    injection = LineInjector((), extra_codes=[start]).inject(
+        second_start,
+        lambda: fan_out_and_join(task, iter(range(20)), max_workers=4, name="unstarted"),
+        KeyboardInterrupt,
+    )
+    assert injection.fired
+    assert isinstance(injection.error, KeyboardInterrupt)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("unstarted")] == []

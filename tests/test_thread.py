@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import threadkit
-from _harness import current_frames
+from _harness import ctrl_c_masked_in_start, current_frames
 from threadkit import Cancelled, CancelToken, ManagedThread, ThreadState
 
 pytestmark = pytest.mark.shake
@@ -459,5 +459,21 @@ def test_a_start_interrupted_before_the_os_thread_exists_ends_the_thread(snippet
 def test_a_start_interrupted_once_the_os_thread_exists_runs_the_thread() -> None:
     thread, error = _start_interrupted_at("self._started.wait()")
     assert isinstance(error, KeyboardInterrupt)
+    assert thread.result(timeout=30) == 7
+    assert thread.state is ThreadState.SUCCEEDED
+
+
+def test_a_ctrl_c_that_start_turned_into_runtimeerror_is_raised_as_the_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPython's Condition.wait race turns a Ctrl-C in Thread.start's wait for the new thread
+    into RuntimeError("release unlocked lock"); ManagedThread.start raises the Ctrl-C, and the
+    thread (which exists) runs as usual."""
+    masked = ctrl_c_masked_in_start(monkeypatch, lambda t: t.name == "masked")
+    thread: ManagedThread[int] = ManagedThread(target=int, args=("7",), name="masked")
+    with pytest.raises(KeyboardInterrupt) as caught:
+        thread.start()
+    assert masked == [thread]
+    assert caught.value.__suppress_context__
     assert thread.result(timeout=30) == 7
     assert thread.state is ThreadState.SUCCEEDED

@@ -454,6 +454,20 @@ def _acquire(lock: threading.Lock, timeout: float | None = None) -> bool:
             return True
 
 
+def _unmasked(exc: BaseException) -> BaseException:
+    """The Ctrl-C behind an error of ``Thread.start()`` or ``Event.wait()``, else ``exc``.
+
+    CPython's ``Condition.wait`` (3.11-3.13) gives up its lock one statement before the
+    ``try`` that takes it back: a Ctrl-C landing in between (as ``start()`` waits for the new
+    thread, or in any wait on an Event) leaves the ``with`` around the wait releasing a lock
+    it no longer holds, and the caller gets ``RuntimeError: release unlocked lock`` with the
+    KeyboardInterrupt as its context. (In ``start()`` the new thread exists then.)
+    """
+    if isinstance(exc, RuntimeError) and isinstance(exc.__context__, KeyboardInterrupt):
+        return exc.__context__
+    return exc
+
+
 def _wait(event: threading.Event, timeout: float | None = None) -> bool:  # pyright: ignore[reportUnusedFunction]  # used by _fanout
     """``event.wait(timeout)`` (``None``: no limit) that a signal always ends promptly."""
     limit = _lock_timeout(timeout)
@@ -466,8 +480,14 @@ def _wait(event: threading.Event, timeout: float | None = None) -> bool:  # pyri
         )
         if left <= 0:
             return event.is_set()
-        if event.wait(left):
-            return True
+        try:
+            if event.wait(left):
+                return True
+        except RuntimeError as exc:
+            interrupt = _unmasked(exc)
+            if interrupt is exc:
+                raise
+            raise interrupt from None
 
 
 def _get(q: queue.SimpleQueue[_Q], timeout: float | None = None) -> _Q:  # pyright: ignore[reportUnusedFunction]  # used by _fanout, _executor

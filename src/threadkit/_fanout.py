@@ -26,9 +26,11 @@ from ._cancel import (
     _current,
     _get,
     _lock_timeout,
+    _unmasked,
     _wait,
     current_token,
 )
+from ._thread import _forget_unstarted, _os_thread_exists
 
 if TYPE_CHECKING:
     from ._executor import ExecutorCall
@@ -886,12 +888,19 @@ class _Call(Generic[T, R]):
         self._threads.append(thread)
         try:
             thread.start()
-        except RuntimeError:
-            # Out of threads: the workers that did start do the work.
-            del self._threads[-1]
-            del self._exits[-1]
-            if not self._threads:
-                raise
+        except BaseException as exc:
+            error = _unmasked(exc)  # a Ctrl-C that CPython turned into RuntimeError
+            if not _os_thread_exists(thread, exc):  # where exc left start(), as in _thread
+                # Out of threads, or a Ctrl-C before the OS thread existed: it never runs, so
+                # nothing waits for it, and threading must not list it for ever.
+                del self._threads[-1]
+                del self._exits[-1]
+                _forget_unstarted(thread)
+                if isinstance(error, Exception) and self._threads:
+                    return  # out of threads: the workers that did start do the work
+            if error is not exc:
+                raise error from None
+            raise
 
     def _work(self, slot: int, exited: threading.Event) -> None:
         try:

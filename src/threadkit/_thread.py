@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
-from ._cancel import Cancelled, CancelToken, _acquire, _check_seconds, _current
+from ._cancel import Cancelled, CancelToken, _acquire, _check_seconds, _current, _unmasked
 
 __all__ = ["ManagedThread", "ThreadState"]
 
@@ -169,8 +169,13 @@ class ManagedThread(threading.Thread, Generic[T]):
             # "can't start new thread", or a Ctrl-C that landed in here. If the OS thread
             # exists, it runs as usual (its owner waits for it); if not, it never will: the
             # thread ends at once, failed with that exception, so nothing waits for it forever.
+            error = _unmasked(exc)
+            # Told from where exc (not the Ctrl-C behind it, whose traceback ends in the wait)
+            # left Thread.start.
             if started is not None and not _os_thread_exists(self, exc):
-                self._tk_never_started(exc)
+                self._tk_never_started(error)
+            if error is not exc:
+                raise error from None
             raise
 
     def run(self) -> T:  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
