@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -382,10 +383,30 @@ class MainWatch:
 MAIN_WATCH = MainWatch()
 _HOOK_CODE = MainWatch._hook.__code__
 
+#: Code a SIGINT handler can run in where a KeyboardInterrupt raised is lost or breaks the
+#: interpreter's own bookkeeping, whatever the program does: a weakref callback (the
+#: exception is unraisable, printed and dropped: the Ctrl-C is lost; seen as a fan-out whose
+#: tasks were never cancelled), and Condition.__enter__ once its lock is taken (the `with`
+#: block never owns it: the lock stays held, and the next wait on it hangs; seen in
+#: Thread.start's wait for the new thread, which then hangs setting its _started event).
+_SWALLOWING_CODE = frozenset(
+    {
+        weakref.WeakSet()._remove.__code__,  # type: ignore[attr-defined]
+        weakref.WeakValueDictionary()._remove.__code__,  # type: ignore[attr-defined]
+        weakref.WeakKeyDictionary()._remove.__code__,  # type: ignore[attr-defined]
+        threading.Condition.__enter__.__code__,
+    }
+)
 
-def _in_watch_hook(frame: FrameType | None) -> bool:
-    """Whether ``frame`` (where the main thread was when a signal was handled) is in the watch's
-    profile hook."""
+
+def _cannot_take_a_ctrl_c(frame: FrameType | None) -> bool:
+    """Whether a KeyboardInterrupt raised by a signal handler called at ``frame`` would land
+    where no program can handle it: in the watch's profile hook (a harness artifact: see
+    Interrupt._handler), in a weakref callback or a ``__del__``, or in Condition.__enter__."""
+    if frame is not None and (
+        frame.f_code in _SWALLOWING_CODE or frame.f_code.co_name == "__del__"
+    ):
+        return True
     while frame is not None:
         if frame.f_code is _HOOK_CODE:
             return True
@@ -485,7 +506,7 @@ class Interrupt:
         self._stop = threading.Event()
         self._resend = threading.Event()  # set once the handler ran: stop re-sending
         self._retry = threading.Event()  # wakes the re-sending helper (set with _resend too)
-        #: Signals the handler did not act on because they came in the watch's profile hook.
+        #: Signals the handler did not act on because they came where a Ctrl-C cannot be taken.
         self.deferred = 0
         self._helper = threading.Thread(target=self._deliver, name="interrupter", daemon=True)
         self._previous: Any = None
@@ -493,13 +514,15 @@ class Interrupt:
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.handled:
             return  # a re-sent signal that arrived after all: one interrupt only
-        if _in_watch_hook(frame):
+        if _cannot_take_a_ctrl_c(frame):
             # Python runs signal handlers inside the profile hook too, and an exception from
             # there lands where no real Ctrl-C can: before the call of a `with` block's
             # __exit__, say, which leaves its lock held (on 3.12 threading's
-            # _active_limbo_lock stayed taken and the next thread to end hung). Have the helper
-            # send it again (not this thread: its pthread_kill would run this handler again
-            # at once, still in the hook); the main thread handles it after the hook returns.
+            # _active_limbo_lock stayed taken and the next thread to end hung). In a weakref
+            # callback or Condition.__enter__ a real one is lost or wedges the interpreter's
+            # own locks (see _SWALLOWING_CODE), as no library can prevent; a user would press
+            # Ctrl-C again. So does this helper: it sends it again (this thread must not: its
+            # pthread_kill would run this handler again at once, still here).
             self.deferred += 1
             self._retry.set()
             return

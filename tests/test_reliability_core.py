@@ -18,13 +18,15 @@ import contextvars
 import functools
 import gc
 import random
+import signal
 import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import CodeType
+from types import CodeType, FrameType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -1752,6 +1754,40 @@ def test_a_ctrl_c_is_never_raised_from_inside_the_watch_hook() -> None:
     assert "MainWatch._hook" not in where, where
     assert where[0] == "test_a_ctrl_c_is_never_raised_from_inside_the_watch_hook", where
     assert interrupt.deferred >= 1
+
+
+def test_a_ctrl_c_where_none_can_be_taken_is_sent_again() -> None:
+    """In a weakref callback (where CPython drops the exception) or in Condition.__enter__
+    once it holds the lock (the `with` block never owns it), the harness's handler does not
+    raise: it counts the signal as deferred, and its helper sends another."""
+    frames: dict[str, FrameType] = {}
+
+    def capture(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            frames.setdefault(frame.f_code.co_qualname, frame)
+
+    class Thing:
+        pass
+
+    live: weakref.WeakSet[Thing] = weakref.WeakSet()
+    thing = Thing()
+    live.add(thing)
+    cond = threading.Condition()
+    sys.setprofile(capture)
+    try:
+        del thing  # WeakSet's callback runs
+        with cond:
+            pass
+    finally:
+        sys.setprofile(None)
+    interrupt = Interrupt(lambda: False)  # only its handler is used here
+    for name in ("WeakSet.__init__.<locals>._remove", "Condition.__enter__"):
+        interrupt._handler(signal.SIGINT, frames[name])  # does not raise
+    assert interrupt.deferred == 2
+    assert not interrupt.handled
+    with pytest.raises(KeyboardInterrupt):
+        interrupt._handler(signal.SIGINT, sys._getframe())
+    assert interrupt.handled
 
 
 # =================================================================================================
