@@ -835,12 +835,16 @@ class DaemonError(Exception):
     """What a daemon told to fail raises."""
 
 
-def daemon_body(inbox: queue.SimpleQueue[str], errors: dict[str, BaseException]) -> str:
-    """A daemon that waits for a command or its cancellation ("stubborn": ignores it)."""
+def daemon_body(
+    inbox: queue.SimpleQueue[str], errors: dict[str, BaseException], ready: threading.Event
+) -> str:
+    """A daemon that waits for a command or its cancellation ("stubborn": ignores it); sets
+    ``ready`` once it waits."""
     token = threadkit.current_token()
     name = threading.current_thread().name
     stubborn = name.startswith("stubborn")
     unregister = None if stubborn else token.on_cancel(functools.partial(inbox.put, "cancel"))
+    ready.set()
     try:
         command = inbox.get(timeout=HANG)
     finally:
@@ -917,7 +921,11 @@ class RegistryMachine(RuleBasedStateMachine):
         else:
             inbox: queue.SimpleQueue[str] = queue.SimpleQueue()
             grace = 0.05 if kind == "stubborn" else 10.0
-            thread = spawn_daemon(daemon_body, inbox, self.errors, name=name, grace=grace)
+            ready = threading.Event()
+            thread = spawn_daemon(daemon_body, inbox, self.errors, ready, name=name, grace=grace)
+            # Running its body: a daemon cancelled before it gets there never runs it (it ends
+            # CANCELLED at once), so a "stubborn" one would not be stubborn (a --shake failure).
+            assert ready.wait(HANG)
             self.inboxes[thread] = inbox
         self.live.append(thread)
         self.all.append(thread)
