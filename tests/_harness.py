@@ -402,13 +402,19 @@ _SWALLOWING_CODE = frozenset(
 def _cannot_take_a_ctrl_c(frame: FrameType | None) -> bool:
     """Whether a KeyboardInterrupt raised by a signal handler called at ``frame`` would land
     where no program can handle it: in the watch's profile hook (a harness artifact: see
-    Interrupt._handler), in a weakref callback or a ``__del__``, or in Condition.__enter__."""
+    Interrupt._handler), in a weakref or gc callback or a ``__del__``, or in
+    Condition.__enter__."""
     if frame is not None and (
         frame.f_code in _SWALLOWING_CODE or frame.f_code.co_name == "__del__"
     ):
         return True
+    # A gc callback (Hypothesis installs one) also has its exception dropped as unraisable.
+    gc_codes = {
+        getattr(getattr(callback, "__func__", callback), "__code__", None)
+        for callback in gc.callbacks
+    }
     while frame is not None:
-        if frame.f_code is _HOOK_CODE:
+        if frame.f_code is _HOOK_CODE or frame.f_code in gc_codes:
             return True
         frame = frame.f_back
     return False

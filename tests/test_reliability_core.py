@@ -1757,7 +1757,7 @@ def test_a_ctrl_c_is_never_raised_from_inside_the_watch_hook() -> None:
 
 
 def test_a_ctrl_c_where_none_can_be_taken_is_sent_again() -> None:
-    """In a weakref callback (where CPython drops the exception) or in Condition.__enter__
+    """In a weakref or gc callback (where CPython drops the exception) or in Condition.__enter__
     once it holds the lock (the `with` block never owns it), the harness's handler does not
     raise: it counts the signal as deferred, and its helper sends another."""
     frames: dict[str, FrameType] = {}
@@ -1780,10 +1780,19 @@ def test_a_ctrl_c_where_none_can_be_taken_is_sent_again() -> None:
             pass
     finally:
         sys.setprofile(None)
-    interrupt = Interrupt(lambda: False)  # only its handler is used here
-    for name in ("WeakSet.__init__.<locals>._remove", "Condition.__enter__"):
-        interrupt._handler(signal.SIGINT, frames[name])  # does not raise
-    assert interrupt.deferred == 2
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        frames.setdefault("gc callback", sys._getframe())
+
+    gc.callbacks.append(on_gc)
+    try:
+        gc.collect()
+        interrupt = Interrupt(lambda: False)  # only its handler is used here
+        for name in ("WeakSet.__init__.<locals>._remove", "Condition.__enter__", "gc callback"):
+            interrupt._handler(signal.SIGINT, frames[name])  # does not raise
+    finally:
+        gc.callbacks.remove(on_gc)
+    assert interrupt.deferred == 3
     assert not interrupt.handled
     with pytest.raises(KeyboardInterrupt):
         interrupt._handler(signal.SIGINT, sys._getframe())
