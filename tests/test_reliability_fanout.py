@@ -2214,21 +2214,6 @@ def _run_with_line_interrupt_flag(
     return error
 
 
-class _ProgressInterrupt:
-    """on_progress that raises KeyboardInterrupt at its first call, once task 1 runs, as a
-    Ctrl-C landing in it would (it runs in the calling thread)."""
-
-    def __init__(self, running: threading.Event) -> None:
-        self.running = running
-        self.calls = 0
-
-    def __call__(self, done: int, total: int | None) -> None:
-        self.calls += 1
-        if self.calls == 1:
-            assert self.running.wait(HANG)
-            raise KeyboardInterrupt
-
-
 def _stubborn_after_failure(running: threading.Event, release: threading.Event, x: int) -> int:
     if x == 0:
         assert running.wait(HANG)  # fails once task 1 runs, so that its cancellation reaches it
@@ -2248,12 +2233,11 @@ def test_ctrl_c_after_a_failure_is_bounded_by_grace(path: str) -> None:
     on the executor path the wait never ends (seen for real in the sweep).
 
     Here task 0 fails, task 1 ignores its cancellation, and the Ctrl-C lands once the call
-    has stopped on the failure: on the executor path in on_progress, at its first call
-    (after the failure was counted); on the threads path at the line of _close_once that
-    picks the wait's bound, since there the caller may stop before any on_progress call (it
-    sees the failure first as the call's cancellation, which the failing worker makes before
-    it hands over the failure; found by --shake on 3.12). A helper lets task 1 go if the
-    call waits for it without a limit (it reads the wait's bound in the waiting frame).
+    has stopped on the failure, at the line of _close_once that picks the wait's bound. (It
+    used to land in on_progress, but the caller may stop before any on_progress call: it can
+    see the failure first as the call's cancellation; found by --shake on 3.11 and 3.12.) A
+    helper lets task 1 go if the call waits for it without a limit (it reads the wait's
+    bound in the waiting frame).
 
     Fix: in _close(), wait ``grace`` whenever the call's error is a KeyboardInterrupt
     (``bounded = self._stop in _BOUNDED_STOPS or isinstance(error, KeyboardInterrupt)``).
@@ -2276,22 +2260,13 @@ def test_ctrl_c_after_a_failure_is_bounded_by_grace(path: str) -> None:
             warnings.simplefilter("always")
             with MainWatcher(unbounded, release.set) as watcher:
                 task = functools.partial(_stubborn_after_failure, running, release)
-                if pool is not None:
-                    with pytest.raises(KeyboardInterrupt):
-                        fan_out_and_join(
-                            task,
-                            [0, 1],
-                            max_workers=2,
-                            executor=pool,
-                            on_progress=_ProgressInterrupt(running),
-                            grace=0.2,
-                        )
-                else:
-                    point = point_at(_Call._close_once, "bounded = self._stop in")
-                    error = _run_with_line_interrupt_flag(
-                        point, lambda: fan_out_and_join(task, [0, 1], max_workers=2, grace=0.2)
-                    )
-                    assert isinstance(error, KeyboardInterrupt), error
+                closer = _Exec._close_once if pool is not None else _Call._close_once
+                point = point_at(closer, "bounded = self._stop in")
+                error = _run_with_line_interrupt_flag(
+                    point,
+                    lambda: fan_out_and_join(task, [0, 1], max_workers=2, executor=pool, grace=0.2),
+                )
+                assert isinstance(error, KeyboardInterrupt), error
         assert not watcher.acted, "the call waited for task 1 without a limit"
         abandoned = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
         assert len(abandoned) == 1, abandoned
