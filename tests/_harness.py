@@ -463,7 +463,10 @@ def _describe(frame: FrameType | None, files: frozenset[str]) -> tuple[str, ...]
     while frame is not None:
         code = frame.f_code
         if code.co_filename in files:
-            out.append(f"{code.co_qualname}:{frame.f_lineno}")
+            # f_lineno is None at an instruction that belongs to no line (seen on 3.11 under
+            # --shake): -1, which no line range holds.
+            line = frame.f_lineno if frame.f_lineno is not None else -1
+            out.append(f"{code.co_qualname}:{line}")
         frame = frame.f_back
     return tuple(out)
 
